@@ -1,0 +1,194 @@
+"""Word vectors from a Hugging Face model: one hidden layer, pooled over each word's own tokens."""
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from tqdm.auto import tqdm
+
+from simreduce.errors import SimreduceError
+
+log = logging.getLogger(__name__)
+
+PACKAGE_SCHEME = "pkg://"
+POOLINGS = ("mean", "last")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where model files are read from, and the identity that goes into the cache key."""
+
+    location: str
+    model_id: str
+    revision: str | None
+    local_only: bool
+
+
+def resolve_model_source(name_or_path: str, revision: str | None = None) -> ModelSource:
+    """`pkg://package/folder` (a model shipped in a Python package), a local folder, or a hub id."""
+    if name_or_path.startswith(PACKAGE_SCHEME):
+        package, _, sub = name_or_path.removeprefix(PACKAGE_SCHEME).partition("/")
+        try:
+            module = importlib.import_module(package)
+        except ImportError as e:
+            raise SimreduceError(
+                f"model {name_or_path!r} needs the Python package {package!r}: pip install it, "
+                "or pass embedder.name_or_path=<a local model folder>."
+            ) from e
+        folder = Path(module.__file__).parent / sub
+        version = importlib.metadata.version(package.replace("_", "-"))
+        return ModelSource(str(folder), name_or_path, revision or version, local_only=True)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return ModelSource(str(path.resolve()), str(path.resolve()), revision, local_only=True)
+    if name_or_path.startswith((".", "/", "~")):
+        raise SimreduceError(f"model folder {name_or_path!r} does not exist: pass an existing folder or a hub id.")
+    return ModelSource(name_or_path, name_or_path, revision, local_only=False)
+
+
+def _hub_unreachable_reason() -> str | None:
+    """Why the model hub cannot be used right now, found in milliseconds instead of transformers' retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as e:
+        return f"{url.hostname} cannot be reached ({e.strerror or e})"
+    return None
+
+
+def _load_failure(source: ModelSource, why: str) -> SimreduceError:
+    return SimreduceError(
+        f"cannot load model {source.model_id!r}: {why}. Run it where the hub is reachable, "
+        "point embedder.name_or_path at a local copy of the model, or use the offline default embedder=minilm."
+    )
+
+
+def load_pretrained(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False):
+    """Tokenizer and base model (no LM head); a model that cannot be had fails fast with one clear message."""
+    from transformers import AutoModel, AutoTokenizer
+
+    kwargs = {
+        "revision": source.revision if not source.local_only else None,
+        "trust_remote_code": trust_remote_code,
+    }
+    local_only = source.local_only
+    if not local_only:
+        try:  # a copy in the local HF cache needs no network at all
+            AutoTokenizer.from_pretrained(source.location, local_files_only=True, **kwargs)
+            local_only = True
+        except OSError:
+            if reason := _hub_unreachable_reason():
+                raise _load_failure(source, reason) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local_only, **kwargs)
+        model = AutoModel.from_pretrained(
+            source.location, local_files_only=local_only, dtype=_torch_dtype(dtype), **kwargs
+        )
+    except (OSError, ValueError) as e:
+        raise _load_failure(source, str(e).splitlines()[0]) from e
+    return tokenizer, model.eval()
+
+
+def _torch_dtype(name: str) -> torch.dtype | str:
+    if name == "auto":
+        return "auto"
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise SimreduceError(f"embedder.dtype={name!r} is not a torch dtype: use float32, bfloat16, float16 or auto.")
+    return dtype
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pool_hidden_states(hidden: torch.Tensor, token_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[B, T, D] hidden states, [B, T] mask of each word's own tokens -> [B, D] word vectors."""
+    mask = token_mask.to(hidden.dtype).unsqueeze(-1)
+    if pooling == "mean":
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
+    if pooling == "last":
+        positions = torch.arange(token_mask.shape[1], device=token_mask.device)
+        last = (positions * token_mask).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise SimreduceError(f"embedder.pooling={pooling!r} is not one of {POOLINGS}.")
+
+
+class WordEmbedder:
+    """Embeds words with a transformer; the model is loaded on first use, so a cache hit never loads it."""
+
+    def __init__(
+        self,
+        name: str,
+        name_or_path: str,
+        revision: str | None = None,
+        layer: int = -1,
+        pooling: str = "mean",
+        batch_size: int = 64,
+        max_length: int = 32,
+        device: str = "auto",
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ):
+        if pooling not in POOLINGS:
+            raise SimreduceError(f"embedder.pooling={pooling!r} is not one of {POOLINGS}.")
+        self.name = name
+        self.source = resolve_model_source(name_or_path, revision)
+        self.layer = layer
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self.dtype = dtype
+        self.trust_remote_code = trust_remote_code
+
+    def cache_key(self) -> dict[str, str]:
+        """What makes two embeddings of the same words identical."""
+        return {
+            "model": self.source.model_id,
+            "revision": self.source.revision or "",
+            "layer": str(self.layer),
+            "pooling": self.pooling,
+            "dtype": self.dtype,
+        }
+
+    @torch.inference_mode()
+    def embed(self, words: list[str]) -> torch.Tensor:
+        """[N] words -> [N, D] float32 vectors on the CPU."""
+        tokenizer, model = load_pretrained(self.source, self.dtype, self.trust_remote_code)
+        device = pick_device(self.device)
+        model.to(device)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = "right"
+        chunks = []
+        for start in tqdm(range(0, len(words), self.batch_size), desc=f"embedding with {self.name}", unit="batch"):
+            batch = words[start : start + self.batch_size]
+            enc = tokenizer(
+                batch,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_special_tokens_mask=True,
+                return_tensors="pt",
+            )
+            special = enc.pop("special_tokens_mask").bool()
+            token_mask = enc["attention_mask"].bool() & ~special
+            empty = [w for w, n in zip(batch, token_mask.sum(dim=1).tolist(), strict=True) if n == 0]
+            if empty:
+                raise SimreduceError(f"word(s) {empty[:5]} tokenize to nothing with {self.name}: remove them.")
+            out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)
+            hidden = out.hidden_states[self.layer]
+            chunks.append(pool_hidden_states(hidden, token_mask.to(device), self.pooling).float().cpu())
+        return torch.cat(chunks)

@@ -1,0 +1,116 @@
+"""How well a reducer keeps cosine similarities, on the pairs of a word set.
+
+`fit` pairs join two training words; `heldout` pairs involve at least one validation word. Up to
+`max_exact_n` words every pair is scored, block by block; above it a seeded uniform sample of pairs is.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from simreduce.losses import EPS
+
+PAIR_SETS = ("fit", "heldout")
+
+
+@dataclass
+class PairSimilarities:
+    """Cosine similarities of the same word pairs before and after reduction, [P] each."""
+
+    original: np.ndarray
+    reduced: np.ndarray
+    sampled: bool
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self.original - self.reduced
+
+    def __len__(self) -> int:
+        return len(self.original)
+
+
+def difference_stats(diff: np.ndarray) -> dict[str, float]:
+    """The study's yardstick: a good reducer's differences are centred on 0 and narrow."""
+    d = diff.astype(np.float64)
+    p01, p99 = np.percentile(d, [1, 99])
+    return {
+        "diff_mean": float(d.mean()),
+        "diff_var": float(d.var()),
+        "diff_std": float(d.std()),
+        "rmse": float(np.sqrt(np.mean(d**2))),
+        "mae": float(np.abs(d).mean()),
+        "max_abs": float(np.abs(d).max()),
+        "p01": float(p01),
+        "p99": float(p99),
+    }
+
+
+def _in_set(name: str, is_train_i: torch.Tensor, is_train_j: torch.Tensor) -> torch.Tensor:
+    both_train = is_train_i & is_train_j
+    return both_train if name == "fit" else ~both_train
+
+
+def _exact_pairs(xo, xr, is_train, name, block_rows) -> tuple[np.ndarray, np.ndarray]:
+    n = xo.shape[0]
+    cols = torch.arange(n)
+    originals, reduceds = [], []
+    for start in range(0, n, block_rows):
+        rows = torch.arange(start, min(start + block_rows, n))
+        mask = (cols[None, :] > rows[:, None]) & _in_set(name, is_train[rows][:, None], is_train[None, :])
+        originals.append((xo[rows] @ xo.T)[mask])
+        reduceds.append((xr[rows] @ xr.T)[mask])
+    return torch.cat(originals).numpy(), torch.cat(reduceds).numpy()
+
+
+def _sampled_pairs(xo, xr, is_train, name, n_pairs, seed, chunk) -> tuple[np.ndarray, np.ndarray]:
+    n = xo.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    originals, reduceds, found = [], [], 0
+    while found < n_pairs:
+        i = torch.randint(n, (chunk,), generator=generator)
+        j = torch.randint(n, (chunk,), generator=generator)
+        keep = (i != j) & _in_set(name, is_train[i], is_train[j])
+        i, j = i[keep][: n_pairs - found], j[keep][: n_pairs - found]
+        originals.append((xo[i] * xo[j]).sum(dim=1))
+        reduceds.append((xr[i] * xr[j]).sum(dim=1))
+        found += len(i)
+    return torch.cat(originals).numpy(), torch.cat(reduceds).numpy()
+
+
+@torch.no_grad()
+def pair_similarities(
+    original: torch.Tensor,
+    reduced: torch.Tensor,
+    train_idx: torch.Tensor,
+    max_exact_n: int = 8192,
+    n_sampled_pairs: int = 1_000_000,
+    seed: int = 0,
+    block_rows: int = 256,
+) -> dict[str, PairSimilarities]:
+    """[N, D] original and [N, dim] reduced vectors -> similarities of the `fit` and `heldout` pairs.
+
+    Sets with no pairs (no validation words, say) are left out.
+    """
+    n = original.shape[0]
+    xo = F.normalize(original.double(), dim=1, eps=EPS)
+    xr = F.normalize(reduced.double(), dim=1, eps=EPS)
+    is_train = torch.zeros(n, dtype=torch.bool)
+    is_train[train_idx] = True
+    n_train = int(is_train.sum())
+    n_pairs = {
+        "fit": n_train * (n_train - 1) // 2,
+        "heldout": n * (n - 1) // 2 - n_train * (n_train - 1) // 2,
+    }
+    result = {}
+    for name in PAIR_SETS:
+        if n_pairs[name] == 0:
+            continue
+        if n <= max_exact_n:
+            o, r = _exact_pairs(xo, xr, is_train, name, block_rows)
+        else:
+            count = min(n_sampled_pairs, n_pairs[name])
+            o, r = _sampled_pairs(xo, xr, is_train, name, count, seed, chunk=max(count // 4, 4096))
+        result[name] = PairSimilarities(o.astype(np.float32), r.astype(np.float32), sampled=n > max_exact_n)
+    return result

@@ -1,0 +1,109 @@
+"""Train or fit one reducer on cached vectors, score it, and log the run to MLflow."""
+
+import logging
+import time
+import warnings
+from datetime import datetime
+
+import lightning.pytorch as pl
+import mlflow
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig
+
+from simreduce import plots, tracking
+from simreduce.data import WordVectorDataModule
+from simreduce.evaluation import difference_stats, pair_similarities
+from simreduce.paths import project_root
+
+log = logging.getLogger(__name__)
+
+
+def current_sweep_id() -> str:
+    """Shared by every job of one `-m` sweep (Hydra's sweep dir), so selection can find them all."""
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return "_".join(hydra_cfg.sweep.dir.replace("\\", "/").rstrip("/").split("/")[-2:])
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+
+
+def build_datamodule(cfg: DictConfig) -> WordVectorDataModule:
+    datamodule = instantiate(cfg.data, embedder=instantiate(cfg.embedder))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def train(reducer: pl.LightningModule, datamodule: WordVectorDataModule, cfg: DictConfig, run_id: str) -> None:
+    logger = MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri())
+    trainer = instantiate(cfg.trainer, logger=logger)
+    with warnings.catch_warnings():
+        # The batches are slices of one in-memory tensor: worker processes would only add overhead.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(reducer, datamodule=datamodule)
+
+
+@torch.no_grad()
+def reduce(reducer: torch.nn.Module, vectors: torch.Tensor) -> torch.Tensor:
+    return reducer.cpu().eval()(vectors)
+
+
+def run_experiment(cfg: DictConfig) -> float:
+    """Train one reducer, log everything to its MLflow run, and return the selection score (rmse)."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)
+    dim = reducer.hparams.dim
+
+    uri = cfg.tracking.uri or tracking.default_tracking_uri()
+    experiment_id = tracking.prepare_store(uri, cfg.tracking.experiment)
+    tags = {
+        "sweep_id": cfg.tracking.sweep_id or current_sweep_id(),
+        "embedder": cfg.embedder.name,
+        "encoder": reducer.kind,
+        "git_commit": tracking.git_commit(project_root()),
+    }
+    with tracking.job_run(uri, experiment_id, f"{reducer.kind}-d{dim:04d}", tags) as run_id:
+        tracking.log_config(cfg)
+        started = time.perf_counter()
+        reducer.prepare(datamodule.train_vectors)
+        train(reducer, datamodule, cfg, run_id)
+        train_seconds = time.perf_counter() - started
+
+        reduced = reduce(reducer, datamodule.vectors)
+        pairs = pair_similarities(
+            datamodule.vectors,
+            reduced,
+            datamodule.train_idx,
+            cfg.eval.max_exact_n,
+            cfg.eval.n_sampled_pairs,
+            cfg.seed,
+        )
+        metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
+        metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
+        metrics |= {"compression_ratio": datamodule.dim / dim, "train_seconds": train_seconds}
+        mlflow.log_metrics(metrics)
+
+        fit = pairs["fit"]
+        label = f"{reducer.kind} | {dim:04d}"
+        tracking.log_figures(
+            plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
+        )
+        tracking.log_array(fit.diff, "diffs/fit.npy")
+        if cfg.tracking.log_model:
+            tracking.log_reducer_model(reducer.net, datamodule.vectors[:8])
+
+    score = metrics.get("heldout/rmse", metrics["fit/rmse"])
+    log.info(
+        "%s-d%04d: fit/rmse=%.5f score=%.5f (%.1fs training)",
+        reducer.kind,
+        dim,
+        metrics["fit/rmse"],
+        score,
+        train_seconds,
+    )
+    return float(score)

@@ -1,0 +1,24 @@
+"""The one training objective: keep every pairwise cosine similarity as it was."""
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def pairwise_cosine(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, D] (and [M, D]) -> [N, M] cosine similarities; a zero row gives 0 instead of NaN."""
+    xn = F.normalize(x, dim=-1, eps=EPS)
+    yn = xn if y is None else F.normalize(y, dim=-1, eps=EPS)
+    return xn @ yn.T
+
+
+def cosine_similarity_loss(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs i<j of (S(original) - S(reduced))^2; the diagonal (always 1) is left out."""
+    n = original.shape[0]
+    if n < 2:
+        raise ValueError(f"a batch of {n} vector(s) has no pairs")
+    diff = pairwise_cosine(original) - pairwise_cosine(reduced)
+    # The matrix is symmetric with a zero diagonal, so the full sum is twice the sum over i<j.
+    off_diagonal = diff.square().sum() - diff.diagonal().square().sum()
+    return off_diagonal / (n * (n - 1))

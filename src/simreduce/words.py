@@ -1,0 +1,49 @@
+"""The word list: the most frequent English words, or a user's file with one word a line."""
+
+import logging
+from pathlib import Path
+
+from simreduce.errors import SimreduceError
+
+log = logging.getLogger(__name__)
+
+
+def top_english_words(n_words: int) -> list[str]:
+    from wordfreq import top_n_list
+
+    if n_words < 2:
+        raise SimreduceError(f"data.n_words={n_words} is too small: pairwise similarities need at least 2 words.")
+    return top_n_list("en", n_words)
+
+
+def read_words_file(path: str | Path) -> list[str]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SimreduceError(
+            f"words file {str(path)!r} does not exist: pass data.words_file=<a text file, one word a line>."
+        )
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def clean_words(words: list[str], source: str) -> list[str]:
+    """Strip whitespace, drop empty lines and repeats (keeping first occurrences), and say so."""
+    stripped = [w.strip() for w in words]
+    kept = list(dict.fromkeys(w for w in stripped if w))
+    n_blank = sum(1 for w in stripped if not w)
+    n_repeats = len(stripped) - n_blank - len(kept)
+    if n_blank:
+        log.warning("%s: dropped %d empty line(s)", source, n_blank)
+    if n_repeats:
+        log.warning("%s: dropped %d repeated word(s)", source, n_repeats)
+    if len(kept) < 2:
+        raise SimreduceError(
+            f"{source} holds {len(kept)} distinct word(s): at least 2 are needed to compare similarities."
+        )
+    return kept
+
+
+def load_words(n_words: int, words_file: str | None = None) -> list[str]:
+    """`words_file` when given (all its words), else the `n_words` most frequent English words."""
+    if words_file:
+        return clean_words(read_words_file(words_file), source=str(words_file))
+    return clean_words(top_english_words(n_words), source="wordfreq")

@@ -1,0 +1,110 @@
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from conftest import PROJECT_ROOT, compose_config, tiny_overrides
+
+from simreduce.pipeline import run_job
+
+STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "p99"]
+CHARTS = {
+    "plots/base_distributions.png",
+    "plots/difference_distribution.png",
+    "plots/base_and_difference.png",
+}
+
+
+def runs_of(project, experiment="simreduce-tiny"):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time ASC"])
+
+
+def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:
+    client = mlflow.MlflowClient()
+    paths = set()
+    for item in client.list_artifacts(run_id, folder):
+        paths |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return paths
+
+
+def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file):
+    cfg = compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true"])
+    score = run_job(cfg)
+    runs = runs_of(project)
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run.status == "FINISHED"
+    assert run["tags.mlflow.runName"] == "cosine-d0008"
+    assert run["tags.encoder"] == "cosine" and run["tags.embedder"] == "tiny"
+    assert run["params.encoder.dim"] == "8"
+    for pair_set in ("fit", "heldout"):
+        for stat in STATS:
+            assert f"metrics.{pair_set}/{stat}" in run
+    assert score == pytest.approx(run["metrics.heldout/rmse"])
+    assert run["metrics.fit/rmse"] ** 2 == pytest.approx(
+        run["metrics.fit/diff_mean"] ** 2 + run["metrics.fit/diff_var"], rel=1e-4
+    )
+    assert run["metrics.compression_ratio"] == 32 / 8
+    assert CHARTS | {"diffs/fit.npy", "config.yaml"} <= artifact_paths(run.run_id)
+    history = mlflow.MlflowClient().get_metric_history(run.run_id, "train/loss")
+    assert len(history) >= 2
+    logged = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
+    assert len(logged) == 1 and logged[0].source_run_id == run.run_id
+
+
+def test_same_seed_gives_same_metrics(project, tiny_llama, words_file):
+    cfg = compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=4", "encoder.init=random"])
+    first, second = run_job(cfg), run_job(cfg)
+    assert first == second
+    other = run_job(
+        compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=4", "encoder.init=random", "seed=1"])
+    )
+    assert other != first
+
+
+def test_training_lowers_the_loss_from_random_init(project, tiny_llama, words_file):
+    cfg = compose_config(
+        [
+            *tiny_overrides(tiny_llama, words_file),
+            "encoder.dim=4",
+            "encoder.init=random",
+            "encoder.lr=0.01",
+            "encoder.steps=200",
+        ]
+    )
+    run_job(cfg)
+    history = mlflow.MlflowClient().get_metric_history(runs_of(project).run_id[0], "train/loss")
+    losses = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert losses[-1] < 0.75 * losses[0]
+
+
+@pytest.mark.slow
+def test_multirun_sweep_subprocess(tmp_path, tiny_llama, words_file):
+    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "encoder.dim=4,8",
+            *tiny_overrides(tiny_llama, words_file),
+            f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_of(tmp_path)
+    assert sorted(runs["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0008"]
+    assert list(runs.status) == ["FINISHED", "FINISHED"]
+    assert runs["tags.sweep_id"].nunique() == 1
+    for run_id in runs.run_id:
+        assert CHARTS <= artifact_paths(run_id)
+    assert runs["metrics.fit/rmse"].notna().all()
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    assert not (tmp_path / "multirun" / "mlruns").exists()
