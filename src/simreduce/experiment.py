@@ -71,7 +71,8 @@ def run_experiment(cfg: DictConfig) -> float:
         tracking.log_config(cfg)
         started = time.perf_counter()
         reducer.prepare(datamodule.train_vectors)
-        train(reducer, datamodule, cfg, run_id)
+        if reducer.trains:
+            train(reducer, datamodule, cfg, run_id)
         train_seconds = time.perf_counter() - started
 
         reduced = reduce(reducer, datamodule.vectors)

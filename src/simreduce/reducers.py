@@ -1,4 +1,10 @@
-"""Reducers map [N, D] vectors to [N, dim]. The cosine encoder is trained with the similarity loss."""
+"""Reducers map [N, D] vectors to [N, dim]. The cosine encoder is trained with the similarity loss.
+
+Every reducer is a LightningModule built by `instantiate(cfg.encoder, in_dim=D)` with:
+`kind` (run names and tags), `hparams.dim`, `prepare(train_vectors)` (initialise, or fit in closed form),
+`trains` (whether Lightning's fit loop runs), and `net`, the torch module that maps [N, D] -> [N, dim]
+and is logged as the MLflow model.
+"""
 
 import logging
 from collections.abc import Sequence
@@ -50,6 +56,7 @@ class CosineEncoder(pl.LightningModule):
     """The decoder-less encoder: `x -> net(x)`, trained so that cos_sim(net(x)) matches cos_sim(x)."""
 
     kind = "cosine"
+    trains = True
 
     def __init__(
         self,
