@@ -90,3 +90,28 @@ def test_two_processes_embed_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert log.read_text().count("embedded") == 1
     assert torch.equal(VectorCache(tmp_path).load(KEY, WORDS), fake_embed(WORDS))
+
+
+def _build_forever(cache_dir: str, started: str) -> None:
+    def build(words):
+        Path(started).touch()
+        time.sleep(60)
+        return fake_embed(words)
+
+    VectorCache(cache_dir).get_or_build(KEY, WORDS, build)
+
+
+def test_process_killed_while_embedding_leaves_no_cache_and_no_stuck_lock(tmp_path):
+    started = tmp_path / "started"
+    proc = multiprocessing.get_context("spawn").Process(target=_build_forever, args=(str(tmp_path), str(started)))
+    proc.start()
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    proc.kill()
+    proc.join()
+    assert not list(tmp_path.glob("*.safetensors"))
+    t0 = time.monotonic()
+    assert torch.equal(VectorCache(tmp_path).get_or_build(KEY, WORDS, fake_embed), fake_embed(WORDS))
+    assert time.monotonic() - t0 < 5

@@ -113,6 +113,17 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def own_token_mask(encoding: dict, unk_token_id: int | None) -> torch.Tensor:
+    """[B, T] mask of the tokens that carry the word: not padding, not BOS/CLS/SEP, not unknown.
+
+    Pops `special_tokens_mask` from `encoding`, which is then ready to pass to the model.
+    """
+    mask = encoding["attention_mask"].bool() & ~encoding.pop("special_tokens_mask").bool()
+    if unk_token_id is not None:
+        mask &= encoding["input_ids"] != unk_token_id
+    return mask
+
+
 def pool_hidden_states(hidden: torch.Tensor, token_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """[B, T, D] hidden states, [B, T] mask of each word's own tokens -> [B, D] word vectors."""
     mask = token_mask.to(hidden.dtype).unsqueeze(-1)
@@ -183,11 +194,13 @@ class WordEmbedder:
                 return_special_tokens_mask=True,
                 return_tensors="pt",
             )
-            special = enc.pop("special_tokens_mask").bool()
-            token_mask = enc["attention_mask"].bool() & ~special
+            token_mask = own_token_mask(enc, tokenizer.unk_token_id)
             empty = [w for w, n in zip(batch, token_mask.sum(dim=1).tolist(), strict=True) if n == 0]
             if empty:
-                raise SimreduceError(f"word(s) {empty[:5]} tokenize to nothing with {self.name}: remove them.")
+                raise SimreduceError(
+                    f"word(s) {empty[:5]} tokenize to nothing but special or unknown tokens with {self.name}: "
+                    "remove them from the word list."
+                )
             out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)
             hidden = out.hidden_states[self.layer]
             chunks.append(pool_hidden_states(hidden, token_mask.to(device), self.pooling).float().cpu())

@@ -1,0 +1,109 @@
+"""Bad input costs the user one clear line and a non-zero exit, never a traceback or a half-written file."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import PROJECT_ROOT, compose_config, tiny_overrides
+
+from simreduce.errors import exit_on_user_error
+from simreduce.pipeline import run_job
+from simreduce.words import clean_words
+
+
+def run_expecting_user_error(overrides: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
+        run_job(compose_config(overrides))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err  # progress bars may come first: the error is the last line
+    assert "Traceback" not in err
+    last_line = err.rstrip("\n").split("\n")[-1]
+    assert last_line.startswith("simreduce: error: ")
+    return last_line
+
+
+@pytest.fixture
+def tiny(tiny_llama, words_file) -> list[str]:
+    return [*tiny_overrides(tiny_llama, words_file), "encoder.dim=8"]
+
+
+def test_missing_words_file(project, tiny, capsys):
+    err = run_expecting_user_error([*tiny, f"data.words_file={project / 'missing.txt'}"], capsys)
+    assert "missing.txt" in err and "does not exist" in err
+
+
+@pytest.mark.parametrize("content", ["", "\n\n   \n", "same\nsame\n"], ids=["empty", "blank-lines", "one-word"])
+def test_words_file_without_two_distinct_words(project, tiny, capsys, content):
+    path = project / "words.txt"
+    path.write_text(content)
+    err = run_expecting_user_error([*tiny, f"data.words_file={path}"], capsys)
+    assert str(path) in err and "at least 2 are needed" in err
+
+
+def test_duplicates_and_blank_lines_are_dropped_with_a_warning(caplog):
+    assert clean_words(["a", "", "b", "a", " b "], source="w.txt") == ["a", "b"]
+    assert "dropped 1 empty line" in caplog.text and "dropped 2 repeated word" in caplog.text
+
+
+def test_word_that_tokenizes_to_nothing_is_named(project, tiny, capsys):
+    path = project / "words.txt"
+    path.write_text("the\nof\n\u2603\n")
+    err = run_expecting_user_error([*tiny, f"data.words_file={path}"], capsys)
+    assert "\u2603" in err and "tokenize to nothing but special or unknown tokens" in err
+    assert not list((project / ".cache").rglob("*.safetensors"))
+
+
+def test_folder_that_holds_no_model(project, tiny, capsys):
+    empty = project / "not-a-model"
+    empty.mkdir()
+    err = run_expecting_user_error([*tiny, f"embedder.name_or_path={empty}"], capsys)
+    assert "cannot load model" in err and str(empty) in err
+
+
+@pytest.mark.parametrize(
+    ("dim", "expected"),
+    [
+        ("0", "must be a positive integer"),
+        ("-3", "must be a positive integer"),
+        ("abc", "must be a positive integer"),
+        ("2.5", "must be a positive integer"),
+        ("32", "not below the input width 32"),
+    ],
+)
+def test_bad_encoder_dim(project, tiny, capsys, dim, expected):
+    err = run_expecting_user_error([*tiny, f"encoder.dim={dim}"], capsys)
+    assert f"encoder.dim={dim}" in err.replace("'", "") and expected in err
+
+
+@pytest.mark.parametrize("n_words", ["1", "0", "-5"])
+def test_too_few_words(project, tiny, capsys, n_words):
+    overrides = [o for o in tiny if not o.startswith("data.words_file")]
+    err = run_expecting_user_error([*overrides, f"data.n_words={n_words}"], capsys)
+    assert f"data.n_words={n_words}" in err
+
+
+@pytest.mark.parametrize("fraction", ["1.0", "-0.1", "1.5"])
+def test_val_fraction_outside_unit_interval(project, tiny, capsys, fraction):
+    err = run_expecting_user_error([*tiny, f"data.val_fraction={fraction}"], capsys)
+    assert f"data.val_fraction={fraction}" in err and "outside [0, 1)" in err
+
+
+def test_unwritable_mlflow_store(project, tiny, capsys):
+    blocker = project / "a-file"
+    blocker.write_text("not a folder")
+    err = run_expecting_user_error([*tiny, f"tracking.uri=sqlite:///{blocker}/mlruns/mlflow.db"], capsys)
+    assert "is not writable" in err and str(blocker) in err
+
+
+def test_unknown_config_option_exits_non_zero(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "train.py", "encoder=nope"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SIMREDUCE_ROOT": str(tmp_path)},
+    )
+    assert proc.returncode != 0
+    assert "Could not find 'encoder/nope'" in proc.stderr
