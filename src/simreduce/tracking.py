@@ -63,6 +63,11 @@ def prepare_store(uri: str, experiment: str) -> str:
         return client.get_experiment_by_name(experiment).experiment_id
 
 
+def sweep_id_of(sweep_dir: str) -> str:
+    """The last two parts of Hydra's sweep dir (its date and time by default), shared by all its jobs."""
+    return "_".join(str(sweep_dir).replace("\\", "/").rstrip("/").split("/")[-2:])
+
+
 def git_commit(folder: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
