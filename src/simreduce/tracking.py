@@ -1,5 +1,5 @@
 """Everything that talks to MLflow: the store, one run per job and what it logs, reading a sweep back,
-its summary run, and the Model Registry.
+its summary run, the Model Registry, and loading a logged reducer.
 
 The store is SQLite inside `<project root>/mlruns/` with artifacts beside it, so every job of a sweep,
 whatever its working dir, writes to the same place.
@@ -11,6 +11,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +272,35 @@ def register_winner(run_id: str, experiment_id: str, name: str, tags: dict[str, 
     client.set_registered_model_alias(name, WINNER_ALIAS, version.version)
     return f"models:/{name}@{WINNER_ALIAS}"
 
+
+@dataclass(frozen=True)
+class LoggedReducer:
+    """A reducer loaded from MLflow as a pyfunc model: [N, in_dim] float32 -> [N, dim]."""
+
+    model: Any
+    in_dim: int
+    run_id: str
+
+    def reduce(self, vectors: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(vectors.astype(np.float32)))
+
+
+def load_reducer(uri: str, model_uri: str) -> LoggedReducer:
+    """The model at `model_uri` (`models:/simreduce-minilm@winner`, `models:/<model id>`, `runs:/<id>/model`)."""
+    open_store(uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as e:
+        raise SimreduceError(
+            f"cannot load model {model_uri!r} from {uri} ({str(e).splitlines()[0]}): pass e.g. "
+            "models:/simreduce-minilm@winner after `simreduce select`, or check --tracking-uri."
+        ) from e
+    inputs = model.metadata.get_input_schema()
+    if inputs is None or not inputs.is_tensor_spec() or len(inputs.inputs[0].shape) != 2:
+        raise SimreduceError(f"model {model_uri!r} does not take [N, D] vectors: it is not a simreduce reducer.")
+    return LoggedReducer(model, inputs.inputs[0].shape[1], model.metadata.run_id)
+
+
+def run_config(run_id: str) -> DictConfig:
+    """The resolved config a run logged as `config.yaml`."""
+    return OmegaConf.create(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
