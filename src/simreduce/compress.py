@@ -1,7 +1,6 @@
 """Apply a logged reducer to new data: a `.npy` array of vectors, or a words file embedded the way the
 reducer's own run embedded its words."""
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,6 @@ from simreduce.cache import VectorCache, cached_word_vectors
 from simreduce.errors import SimreduceError
 from simreduce.paths import default_cache_dir
 from simreduce.words import clean_words, read_words_file
-
-log = logging.getLogger(__name__)
 
 
 def embed_words_file(path: Path, run_id: str) -> np.ndarray:

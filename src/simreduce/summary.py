@@ -3,16 +3,14 @@ ranked table and the overlay charts, and register the winner. Run by the Hydra c
 `python train.py -m ...` and by `simreduce select`; nothing is retrained.
 """
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from simreduce import plots, tracking
 from simreduce.selection import DEFAULT_TOLERANCE, Selection, markdown_table, select_winner, text_table
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class SweepSummary:
         )
 
 
-def overlay_charts(table: pd.DataFrame) -> dict:
+def overlay_charts(table: pd.DataFrame) -> dict[str, Figure]:
     """The study's three charts with every run of the table overlaid, from each run's `diffs/fit.npy`."""
     by_dim = table.sort_values(["dim", "encoder"])
     labels = [f"{row.encoder} | {row.dim:04d}" for row in by_dim.itertuples()]
