@@ -114,3 +114,79 @@ def pair_similarities(
             o, r = _sampled_pairs(xo, xr, is_train, name, count, seed, chunk=max(count // 4, 4096))
         result[name] = PairSimilarities(o.astype(np.float32), r.astype(np.float32), sampled=n > max_exact_n)
     return result
+
+
+NEIGHBOURS = 10
+
+
+def similarity_spearman(pairs: PairSimilarities) -> float:
+    """Rank correlation of original and reduced similarities: 1 when the reducer keeps their order."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(pairs.original, pairs.reduced).statistic)
+
+
+def neighbour_subset(indices: torch.Tensor, max_words: int, seed: int) -> torch.Tensor:
+    """`indices`, or a seeded sorted sample of `max_words` of them: neighbour metrics cost O(n^2) memory."""
+    if len(indices) <= max_words:
+        return indices
+    pick = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:max_words]
+    return indices[pick.sort().values]
+
+
+def _nearest(unit_rows: torch.Tensor, k: int) -> torch.Tensor:
+    """[n, D] L2-normalised rows -> [n, k] indices of each row's k most cosine-similar other rows."""
+    sims = unit_rows @ unit_rows.T
+    sims.fill_diagonal_(-torch.inf)
+    return sims.topk(k, dim=1).indices
+
+
+@torch.no_grad()
+def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NEIGHBOURS) -> dict[str, float]:
+    """[n, D] and [n, dim] vectors of one word set -> `knn_recall_at_<k>` (the share of each word's k nearest
+    neighbours that stay among its k nearest) and `trustworthiness_at_<k>` (scikit-learn, cosine); MLflow
+    does not allow `@` in metric names.
+
+    Empty when the set has 2k words or fewer: trustworthiness is undefined there.
+    """
+    from sklearn.manifold import trustworthiness
+
+    n = original.shape[0]
+    if n <= 2 * k:
+        return {}
+    xo, xr = (F.normalize(x.double(), dim=1, eps=EPS) for x in (original, reduced))
+    before, after = _nearest(xo, k), _nearest(xr, k)
+    kept = (before[:, :, None] == after[:, None, :]).any(dim=2).double().mean()
+    # scikit-learn ranks the embedded space by euclidean distance, which on unit rows ranks as cosine does.
+    trust = trustworthiness(xo.numpy(), xr.numpy(), n_neighbors=k, metric="cosine")
+    return {f"knn_recall_at_{k}": float(kept), f"trustworthiness_at_{k}": float(trust)}
+
+
+@torch.no_grad()
+def eckart_young_bound(vectors: torch.Tensor, dim: int, block_rows: int = 4096) -> float:
+    """[N, D] vectors -> MSE over pairs i<j of the best rank-`dim` approximation S_d of their cosine matrix S.
+
+    A floor for any `dim`-dimensional embedding: its cosine matrix has rank <= dim and an exact unit
+    diagonal, so its off-diagonal squared error is at least ||S - S_d||_F^2, which is at least the off-diagonal
+    part measured here. Computed from the [D, D] Gram X^T X of the normalised rows, which shares S's nonzero
+    eigenvalues: S - S_d = X (I - P) X^T with P the projection on the top `dim` eigenvectors, so the full
+    squared error is the sum of the remaining squared eigenvalues and the diagonal's is sum_i (1 - |P x_i|^2)^2.
+    Memory is O(D^2 + block_rows * D), never O(N^2).
+    """
+    n = vectors.shape[0]
+    blocks = [F.normalize(b.double(), dim=1, eps=EPS) for b in vectors.split(block_rows)]
+    gram = sum(b.T @ b for b in blocks)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
+    n_tail = max(len(eigenvalues) - dim, 0)
+    top, tail = eigenvectors[:, n_tail:], eigenvalues[:n_tail]
+    full_error = tail.square().sum()
+    diagonal_error = sum(((b.square().sum(dim=1) - (b @ top).square().sum(dim=1)) ** 2).sum() for b in blocks)
+    return max(float(full_error - diagonal_error) / (n * (n - 1)), 0.0)
+
+
+def pca_explained_variance(vectors: torch.Tensor, dim: int) -> float:
+    """Share of the variance of [N, D] vectors that their top `dim` (centred) principal components keep."""
+    from sklearn.decomposition import PCA
+
+    n_components = min(dim, *vectors.shape)
+    return float(PCA(n_components=n_components).fit(vectors.double().numpy()).explained_variance_ratio_.sum())

@@ -1,6 +1,7 @@
 """Train or fit one reducer on cached vectors, score it, and log the run to MLflow."""
 
 import logging
+import math
 import time
 import warnings
 from datetime import datetime
@@ -16,7 +17,16 @@ from omegaconf import DictConfig
 
 from simreduce import plots, tracking
 from simreduce.data import WordVectorDataModule
-from simreduce.evaluation import difference_stats, pair_similarities
+from simreduce.evaluation import (
+    PairSimilarities,
+    difference_stats,
+    eckart_young_bound,
+    neighbour_metrics,
+    neighbour_subset,
+    pair_similarities,
+    pca_explained_variance,
+    similarity_spearman,
+)
 from simreduce.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -27,7 +37,7 @@ def current_sweep_id() -> str:
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            return "_".join(hydra_cfg.sweep.dir.replace("\\", "/").rstrip("/").split("/")[-2:])
+            return tracking.sweep_id_of(hydra_cfg.sweep.dir)
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
@@ -45,6 +55,38 @@ def train(reducer: pl.LightningModule, datamodule: WordVectorDataModule, cfg: Di
         # The batches are slices of one in-memory tensor: worker processes would only add overhead.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(reducer, datamodule=datamodule)
+
+
+def score_reduction(
+    datamodule: WordVectorDataModule,
+    reduced: torch.Tensor,
+    pairs: dict[str, PairSimilarities],
+    dim: int,
+    cfg: DictConfig,
+) -> dict[str, float]:
+    """Every final metric of a run: difference stats, rank and neighbour agreement per pair set, and the
+    reference figures (Eckart-Young floor, PCA variance) on the training words.
+
+    Neighbour metrics of `fit` are among the training words, those of `heldout` among the validation words
+    alone; each on at most `eval.max_neighbour_words` of them (a seeded sample, its size logged).
+    """
+    metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
+    metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
+    metrics |= {f"{name}/spearman": similarity_spearman(p) for name, p in pairs.items()}
+    for name, word_idx in {"fit": datamodule.train_idx, "heldout": datamodule.val_idx}.items():
+        subset = neighbour_subset(word_idx, cfg.eval.max_neighbour_words, cfg.seed)
+        if found := neighbour_metrics(datamodule.vectors[subset], reduced[subset]):
+            metrics |= {f"{name}/{k}": v for k, v in found.items()} | {f"{name}/n_neighbour_words": len(subset)}
+    bound = eckart_young_bound(datamodule.train_vectors, dim)
+    metrics |= {
+        "bound_ey": bound,
+        "pca_explained_variance": pca_explained_variance(datamodule.train_vectors, dim),
+        "compression_ratio": datamodule.dim / dim,
+        "n_train_words": len(datamodule.train_idx),
+    }
+    if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with
+        metrics["rmse_over_bound"] = metrics["fit/rmse"] / math.sqrt(bound)
+    return metrics
 
 
 @torch.no_grad()
@@ -65,6 +107,8 @@ def run_experiment(cfg: DictConfig) -> float:
         "sweep_id": cfg.tracking.sweep_id or current_sweep_id(),
         "embedder": cfg.embedder.name,
         "encoder": reducer.kind,
+        # At or above the rank of the training set a reducer can reach zero fit loss trivially.
+        "degenerate": str(dim >= len(datamodule.train_idx)).lower(),
         "git_commit": tracking.git_commit(project_root()),
     }
     with tracking.job_run(uri, experiment_id, f"{reducer.kind}-d{dim:04d}", tags) as run_id:
@@ -84,9 +128,7 @@ def run_experiment(cfg: DictConfig) -> float:
             cfg.eval.n_sampled_pairs,
             cfg.seed,
         )
-        metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
-        metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
-        metrics |= {"compression_ratio": datamodule.dim / dim, "train_seconds": train_seconds}
+        metrics = score_reduction(datamodule, reduced, pairs, dim, cfg) | {"train_seconds": train_seconds}
         mlflow.log_metrics(metrics)
 
         fit = pairs["fit"]
@@ -95,6 +137,7 @@ def run_experiment(cfg: DictConfig) -> float:
             plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
         )
         tracking.log_array(fit.diff, "diffs/fit.npy")
+        tracking.log_array(fit.original, "similarities/fit_original.npy")
         if cfg.tracking.log_model:
             tracking.log_reducer_model(reducer.net, datamodule.vectors[:8])
 

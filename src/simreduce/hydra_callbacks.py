@@ -1,19 +1,53 @@
-"""Hydra callbacks: set up the shared MLflow store once, before any job of a run or sweep writes to it."""
+"""Hydra callbacks: set up the shared MLflow store once, before any job of a run or sweep writes to it, and
+pick the sweep's winner once all its jobs are done."""
 
+import logging
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
+
+
+def _tracking_uri(config: DictConfig) -> str:
+    from simreduce import tracking  # MLflow's import is deferred so that bad input fails fast
+
+    return config.tracking.uri or tracking.default_tracking_uri()
+
 
 class PrepareTrackingStore(Callback):
     def _prepare(self, config: DictConfig) -> None:
-        from simreduce import tracking  # MLflow's import is deferred so that bad input fails fast
+        from simreduce import tracking
 
-        tracking.prepare_store(config.tracking.uri or tracking.default_tracking_uri(), config.tracking.experiment)
+        tracking.prepare_store(_tracking_uri(config), config.tracking.experiment)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._prepare(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._prepare(config)
+
+
+class SelectSweepWinner(Callback):
+    """After `python train.py -m ...`: rank the sweep's runs, log its summary run, register the winner.
+
+    The runs are already safe in MLflow, so a failure here is reported, with the command that retries it,
+    and does not fail the sweep.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from simreduce import summary, tracking
+
+        sweep_id = config.tracking.sweep_id or tracking.sweep_id_of(config.hydra.sweep.dir)
+        try:
+            for result in summary.summarise_sweep(_tracking_uri(config), sweep_id, tolerance=config.select.tolerance):
+                print(result.report(), flush=True)
+        except Exception as e:  # the runs are kept whatever went wrong
+            log.error(
+                "selection of sweep %s failed (%s: %s); its runs are kept: retry with `simreduce select --sweep %s`",
+                sweep_id,
+                type(e).__name__,
+                e,
+                sweep_id,
+            )

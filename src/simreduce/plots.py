@@ -1,7 +1,8 @@
-"""The study's three charts, for one run or for every run of a sweep overlaid.
+"""The study's three charts, for one run or for every run of a sweep overlaid, and a sweep's metrics
+against `dim`.
 
-Each function takes similarities keyed by a label (one entry for a single run) and returns a Figure;
-saving and logging are the caller's job.
+The study's charts take similarities keyed by a label (one entry for a single run). Every function returns
+a Figure; saving and logging are the caller's job.
 """
 
 import matplotlib
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import norm  # noqa: E402
@@ -83,3 +85,39 @@ def study_charts(
         "difference_distribution.png": difference_distribution(diffs),
         "base_and_difference.png": base_and_difference(original, original_label, reduced, diffs),
     }
+
+
+METRIC_PANELS = {  # table column -> (panel title, log scale)
+    "score": ("rmse of the differences", True),
+    "abs_diff_mean": ("|mean| of the differences", True),
+    "diff_std": ("std of the differences", True),
+    "spearman": ("Spearman of the similarities", False),
+    "knn@10": ("10-NN recall", False),
+    "rmse_over_bound": ("fit rmse / Eckart-Young floor", False),
+}
+
+
+def metrics_vs_dim(table: pd.DataFrame) -> Figure:
+    """A sweep's selection table (see `selection.run_table`) -> one panel per metric against `dim`, one line
+    per encoder kind; the rmse panel also draws the Eckart-Young floor that no embedding of that size can beat."""
+    data = table.assign(
+        abs_diff_mean=table.diff_mean.abs(),
+        diff_std=np.sqrt(table.diff_var),
+        rmse_over_bound=table.fit_rmse / table.bound_rmse.where(table.bound_rmse > 0),
+    ).sort_values("dim")
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
+    for ax, (column, (title, log_scale)) in zip(axes.flat, METRIC_PANELS.items(), strict=True):
+        for kind, runs in data.groupby("encoder"):
+            ax.plot(runs.dim, runs[column], marker="o", label=kind)
+        if column == "score":
+            floor = data.groupby("dim").bound_rmse.first()
+            ax.plot(floor.index, floor.values, "k--", linewidth=1, label="Eckart-Young floor (√bound_ey)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(data.dim.unique()), labels=[str(d) for d in sorted(data.dim.unique())])
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel="dim")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize="small")
+    fig.suptitle(f"Metrics against dim ({', '.join(sorted(set(data.pairs)))} pairs; floor on training words)")
+    return fig

@@ -1,0 +1,80 @@
+"""The `simreduce` command: `select` a sweep's winner, `compress` new vectors with a logged reducer.
+
+Training stays in `python train.py` (Hydra); these commands only read and write the MLflow store.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from simreduce.errors import exit_on_user_error
+from simreduce.selection import DEFAULT_TOLERANCE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--tracking-uri", help="the MLflow store (default: sqlite:///<project root>/mlruns/mlflow.db)")
+    parser = argparse.ArgumentParser(prog="simreduce", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    select = commands.add_parser(
+        "select",
+        parents=[store],
+        help="rank a sweep's runs, log its summary run, register the winner",
+        description="Rank a sweep's runs, print the table and the winner, log the summary run `sweep-<id>` "
+        "and register the winner as simreduce-<embedder>@winner.",
+    )
+    select.add_argument("--experiment", help="MLflow experiment (default: wherever the sweep wrote)")
+    select.add_argument("--sweep", help="sweep id, the `sweep_id` tag of its runs (default: the latest sweep)")
+    select.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="the winner is the smallest dim whose score is within this share of the best (default: %(default)s)",
+    )
+
+    compress = commands.add_parser(
+        "compress",
+        parents=[store],
+        help="reduce vectors (.npy) or words (text file) with a logged reducer",
+        description="Reduce vectors with a logged reducer and write them as a float32 .npy array.",
+    )
+    compress.add_argument("--model", required=True, help="e.g. models:/simreduce-minilm@winner")
+    compress.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help="a .npy array [N, D], or a text file of words (one a line) embedded as the reducer's run did",
+    )
+    compress.add_argument("--output", required=True, type=Path, help="where to write the [N, dim] .npy array")
+    return parser
+
+
+def show_logs() -> None:
+    """Warnings, and our own info lines (dropped words, cache rebuilds), on stderr. Done first: MLflow's
+    PyTorch flavour calls `logging.basicConfig(level=ERROR)` when imported, which would hide them."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("simreduce").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    show_logs()
+    with exit_on_user_error():
+        from simreduce import tracking  # MLflow's import is deferred so that --help stays quick
+
+        uri = args.tracking_uri or tracking.default_tracking_uri()
+        if args.command == "select":
+            from simreduce.summary import summarise_sweep
+
+            for result in summarise_sweep(uri, args.sweep, args.experiment, args.tolerance):
+                print(result.report())
+        else:
+            from simreduce.compress import compress_file
+
+            reduced = compress_file(uri, args.model, args.input, args.output)
+            print(f"wrote {reduced.shape[0]} x {reduced.shape[1]} vectors to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""A sweep, end to end: read its runs back, pick the winner, log the `sweep-<id>` summary run with the
+ranked table and the overlay charts, and register the winner. Run by the Hydra callback after
+`python train.py -m ...` and by `simreduce select`; nothing is retrained.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from simreduce import plots, tracking
+from simreduce.selection import DEFAULT_TOLERANCE, Selection, markdown_table, select_winner, text_table
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    experiment_id: str
+    sweep_id: str
+    selection: Selection
+    summary_run_id: str
+    registered_uri: str | None
+
+    def report(self) -> str:
+        """What the terminal shows: the ranked table, the winner and why, and where it went."""
+        registered = (
+            f"registered as {self.registered_uri}"
+            if self.registered_uri
+            else "not registered: its run logged no model (tracking.log_model=false)"
+        )
+        return (
+            f"sweep {self.sweep_id}: {len(self.selection.table)} run(s), ranked by score\n"
+            f"{text_table(self.selection.table)}\n"
+            f"{self.selection.reason}\n"
+            f"winner {self.selection.winner.run} ({self.selection.winner.run_id}) {registered}; "
+            f"summary run sweep-{self.sweep_id} ({self.summary_run_id})"
+        )
+
+
+def overlay_charts(table: pd.DataFrame) -> dict[str, Figure]:
+    """The study's three charts with every run of the table overlaid, from each run's `diffs/fit.npy`."""
+    by_dim = table.sort_values(["dim", "encoder"])
+    labels = [f"{row.encoder} | {row.dim:04d}" for row in by_dim.itertuples()]
+    if len(set(labels)) < len(labels):  # e.g. a sweep over seeds: tell the runs apart
+        labels = [f"{label} ({run_id[:6]})" for label, run_id in zip(labels, by_dim.run_id, strict=True)]
+    run_ids = dict(zip(labels, by_dim.run_id, strict=True))
+    diffs = {label: tracking.load_run_array(run_id, "diffs/fit.npy") for label, run_id in run_ids.items()}
+    first = by_dim.iloc[0]
+    original = tracking.load_run_array(first.run_id, "similarities/fit_original.npy")
+    reduced = {label: original - diff for label, diff in diffs.items()}
+    in_dim = round(first.compression_ratio * first.dim)
+    return plots.study_charts(original, f"original {in_dim}", reduced, diffs)
+
+
+def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
+    """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`)."""
+    selection = select_winner(runs, tolerance)
+    table = selection.table.merge(runs[["run_id", "compression_ratio"]], on="run_id")
+    winner = selection.winner
+    experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
+    figures = overlay_charts(table) | {"metrics_vs_dim.png": plots.metrics_vs_dim(table)}
+    markdown = markdown_table(selection.table)
+    summary_run_id = tracking.log_sweep_summary(
+        experiment_id,
+        sweep_id,
+        texts={
+            "selection/ranking.csv": selection.table.to_csv(index=False),
+            "selection/ranking.md": markdown,
+        },
+        figures=figures,
+        tags={
+            "winner_run_id": winner.run_id,
+            "winner": winner.run,
+            "mlflow.note.content": f"{selection.reason}\n\n{markdown}",
+        },
+        metrics={
+            "tolerance": tolerance,
+            "winner_dim": float(winner.dim),
+            "winner_score": winner.score,
+            "best_score": float(np.nanmin(selection.table.score)),
+            "n_runs": float(len(selection.table)),
+        },
+        child_run_ids=list(runs.run_id),
+    )
+    embedder = runs.loc[runs.run_id == winner.run_id, "embedder"].iloc[0]
+    registered = tracking.register_winner(
+        winner.run_id,
+        experiment_id,
+        f"simreduce-{embedder}",
+        tags={"sweep_id": sweep_id, "encoder": winner.encoder, "dim": str(winner.dim)},
+    )
+    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registered)
+
+
+def summarise_sweep(
+    uri: str, sweep_id: str | None = None, experiment: str | None = None, tolerance: float = DEFAULT_TOLERANCE
+) -> list[SweepSummary]:
+    """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder)."""
+    runs = tracking.sweep_runs(uri, sweep_id, experiment)
+    return [summarise_experiment(group, tolerance) for _, group in runs.groupby("experiment_id", sort=False)]

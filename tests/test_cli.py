@@ -1,0 +1,163 @@
+"""End to end: a tiny sweep (whose Hydra callback selects), then `simreduce select`, then `simreduce compress`."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import HIDDEN, PROJECT_ROOT, WORDS, compose_config, tiny_overrides
+from omegaconf import OmegaConf
+
+from simreduce.cli import main
+from simreduce.hydra_callbacks import SelectSweepWinner
+from simreduce.pipeline import run_job
+from simreduce.tracking import prepare_store
+
+SWEEP_CHARTS = {
+    "plots/base_distributions.png",
+    "plots/difference_distribution.png",
+    "plots/base_and_difference.png",
+    "plots/metrics_vs_dim.png",
+}
+
+
+def store_uri(root) -> str:
+    return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+
+
+def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:
+    paths = set()
+    for item in mlflow.MlflowClient().list_artifacts(run_id, folder):
+        paths |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return paths
+
+
+def user_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("simreduce: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.slow
+def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_llama, words_file):
+    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "encoder.dim=4,8",
+            *tiny_overrides(tiny_llama, words_file),
+            "tracking.log_model=true",
+            # %f: were the sweep dir resolved twice, jobs and callback would disagree on the sweep id
+            f"hydra.sweep.dir='{tmp_path}/multirun/${{now:%H-%M-%S-%f}}'",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "rank winner" in sweep.stdout and "cosine d=8 wins: it has the lowest heldout rmse" in sweep.stdout
+    assert "registered as models:/simreduce-tiny@winner" in sweep.stdout
+
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
+    summary = runs[runs["tags.mlflow.runName"].str.startswith("sweep-")]
+    jobs = runs[runs["tags.encoder"].notna()]
+    assert len(summary) == 1 and len(jobs) == 2
+    summary_id = summary.run_id.iloc[0]
+    assert summary["tags.mlflow.runName"].iloc[0] == f"sweep-{jobs['tags.sweep_id'].iloc[0]}"
+    assert (jobs["tags.mlflow.parentRunId"] == summary_id).all()
+    assert SWEEP_CHARTS | {"selection/ranking.csv", "selection/ranking.md"} <= artifact_paths(summary_id)
+    ranking = mlflow.artifacts.load_text(f"runs:/{summary_id}/selection/ranking.csv")
+    assert "cosine-d0004" in ranking and "cosine-d0008" in ranking
+    for metric in ("fit/spearman", "fit/knn_recall_at_10", "fit/trustworthiness_at_10", "bound_ey"):
+        assert jobs[f"metrics.{metric}"].notna().all()
+    assert (jobs["metrics.rmse_over_bound"] >= 1).all()  # the Eckart-Young floor is a floor
+    assert jobs["tags.degenerate"].eq("false").all()
+
+    # On demand, with a wide tolerance: the smaller size now wins, the same summary run is updated.
+    monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))
+    main(["select", "--experiment", "simreduce-tiny", "--tolerance", "1.0"])
+    out = capsys.readouterr().out
+    assert "cosine d=4 wins: the smallest size whose heldout rmse" in out
+    runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
+    assert runs["tags.mlflow.runName"].str.startswith("sweep-").sum() == 1
+    version = mlflow.MlflowClient().get_model_version_by_alias("simreduce-tiny", "winner")
+    assert version.tags["dim"] == "4"
+
+    model_uri = "models:/simreduce-tiny@winner"
+    vectors = np.random.default_rng(0).normal(size=(7, HIDDEN)).astype(np.float32)
+    np.save(tmp_path / "x.npy", vectors)
+    main(["compress", "--model", model_uri, "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")])
+    reduced = np.load(tmp_path / "y.npy")
+    assert reduced.shape == (7, 4) and reduced.dtype == np.float32
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(model_uri).predict(vectors), reduced, rtol=1e-6)
+
+    main(["compress", "--model", model_uri, "--input", str(words_file), "--output", str(tmp_path / "w.npy")])
+    assert np.load(tmp_path / "w.npy").shape == (len(WORDS), 4)
+
+    np.save(tmp_path / "narrow.npy", vectors[:, :10])
+    narrow = ["--input", str(tmp_path / "narrow.npy"), "--output", str(tmp_path / "z.npy")]
+    assert f"takes [N, {HIDDEN}]" in user_error(capsys, ["compress", "--model", model_uri, *narrow])
+    missing = ["--input", str(tmp_path / "missing.npy"), "--output", str(tmp_path / "z.npy")]
+    assert "does not exist" in user_error(capsys, ["compress", "--model", model_uri, *missing])
+    bad_uri = ["compress", "--model", "models:/no-such-model@winner", *narrow]
+    assert "cannot load model 'models:/no-such-model@winner'" in user_error(capsys, bad_uri)
+    assert not (tmp_path / "z.npy").exists()
+
+
+def test_select_errors_are_one_line(project, capsys):
+    assert "there is no MLflow store" in user_error(capsys, ["select"])
+    assert not (project / "mlruns").exists()
+    prepare_store(store_uri(project), "empty")
+    capsys.readouterr()
+    assert "no finished sweep runs" in user_error(capsys, ["select"])
+    assert "experiment 'nope'" in user_error(capsys, ["select", "--experiment", "nope"])
+
+
+def test_cli_subprocess_exits_non_zero_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "simreduce.cli", "select", "--sweep", "nope"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SIMREDUCE_ROOT": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "simreduce: error:" in proc.stderr
+
+
+def test_degenerate_run_is_tagged_and_has_a_zero_floor(project, tiny_llama, tmp_path):
+    few_words = tmp_path / "few.txt"
+    few_words.write_text("\n".join(WORDS[:12]))  # 10 training words: dim 16 can fit them exactly
+    # init=random: the PCA start has only as many directions as training words
+    overrides = [*tiny_overrides(tiny_llama, few_words), "encoder.dim=16", "encoder.init=random"]
+    run_job(compose_config(overrides))
+    run = mlflow.search_runs(experiment_names=["simreduce-tiny"]).iloc[0]
+    assert run["tags.degenerate"] == "true"
+    assert run["metrics.n_train_words"] == 10
+    assert run["metrics.bound_ey"] == 0
+    assert "metrics.rmse_over_bound" not in run
+
+
+def test_failed_selection_keeps_runs_and_says_how_to_retry(project, caplog):
+    config = OmegaConf.create(
+        {
+            "tracking": {"uri": store_uri(project), "sweep_id": None},
+            "hydra": {"sweep": {"dir": "multirun/2024-01-01/10-00-00"}},
+            "select": {"tolerance": 0.1},
+        }
+    )
+    with caplog.at_level(logging.ERROR):
+        SelectSweepWinner().on_multirun_end(config)
+    assert "simreduce select --sweep 2024-01-01_10-00-00" in caplog.text

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from simreduce.evaluation import (
+    eckart_young_bound,
+    neighbour_metrics,
+    neighbour_subset,
+    pair_similarities,
+    pca_explained_variance,
+    similarity_spearman,
+)
+
+
+def explicit_rank_d_mse(x: torch.Tensor, dim: int) -> float:
+    """Build the N x N cosine matrix, keep its top `dim` eigenpairs, and score the pairs i<j."""
+    unit = F.normalize(x.double(), dim=1)
+    cosine = unit @ unit.T
+    values, vectors = torch.linalg.eigh(cosine)
+    top = vectors[:, -dim:]
+    approx = top @ torch.diag(values[-dim:]) @ top.T
+    i, j = torch.triu_indices(len(x), len(x), offset=1)
+    return float(((cosine - approx)[i, j] ** 2).mean())
+
+
+@pytest.mark.parametrize("dim", [1, 3, 5])
+def test_bound_ey_is_the_mse_of_an_explicit_rank_d_reconstruction(dim):
+    x = torch.randn(14, 6, generator=torch.Generator().manual_seed(dim))
+    expected = explicit_rank_d_mse(x, dim)
+    assert expected > 1e-4
+    assert eckart_young_bound(x, dim) == pytest.approx(expected, rel=1e-9)
+    assert eckart_young_bound(x, dim, block_rows=4) == pytest.approx(expected, rel=1e-9)
+
+
+def test_bound_ey_is_zero_at_full_rank():
+    x = torch.randn(14, 6)
+    assert eckart_young_bound(x, 6) == 0.0
+    assert eckart_young_bound(x, 9) == 0.0
+    assert eckart_young_bound(x, 5) > 0
+
+
+def test_bound_ey_is_below_a_real_embedding_error():
+    x = torch.randn(40, 10)
+    reduced = x[:, :3]
+    diff = pair_similarities(x, reduced, torch.arange(40))["fit"].diff
+    assert np.mean(diff.astype(np.float64) ** 2) >= eckart_young_bound(x, 3)
+
+
+def test_identity_reducer_keeps_order_and_neighbours():
+    x = torch.randn(30, 8)
+    pairs = pair_similarities(x, x.clone(), torch.arange(30))["fit"]
+    assert similarity_spearman(pairs) == pytest.approx(1.0)
+    assert neighbour_metrics(x, x.clone()) == {"knn_recall_at_10": 1.0, "trustworthiness_at_10": pytest.approx(1.0)}
+
+
+def test_neighbour_metrics_are_scale_free_and_drop_with_a_bad_reducer():
+    x = torch.randn(60, 16)
+    scaled = x * torch.rand(60, 1).add(0.5)  # cosine neighbours ignore each row's length
+    assert neighbour_metrics(x, scaled)["knn_recall_at_10"] == 1.0
+    bad = neighbour_metrics(x, torch.randn(60, 2))
+    assert bad["knn_recall_at_10"] < 0.5 and bad["trustworthiness_at_10"] < 0.8
+
+
+def test_small_word_sets_have_no_neighbour_metrics():
+    x = torch.randn(20, 4)
+    assert neighbour_metrics(x, x) == {}
+
+
+def test_neighbour_subset_is_seeded_and_bounded():
+    idx = torch.arange(0, 100, 2)
+    assert torch.equal(neighbour_subset(idx, 100, seed=0), idx)
+    picked = neighbour_subset(idx, 10, seed=0)
+    assert len(picked) == 10 and set(picked.tolist()) <= set(idx.tolist())
+    assert torch.equal(picked, neighbour_subset(idx, 10, seed=0))
+    assert torch.equal(picked, picked.sort().values)
+
+
+def test_pca_explained_variance_grows_to_one():
+    x = torch.randn(50, 8)
+    shares = [pca_explained_variance(x, d) for d in (1, 4, 8, 20)]
+    assert shares == sorted(shares)
+    assert 0 < shares[0] < 1 and shares[-1] == pytest.approx(1.0)

@@ -1,0 +1,110 @@
+import pandas as pd
+import pytest
+
+from simreduce.errors import SimreduceError
+from simreduce.selection import TABLE_COLUMNS, markdown_table, select_winner, text_table
+
+
+def runs(*rows: tuple) -> pd.DataFrame:
+    """(encoder, dim, heldout rmse, degenerate) -> a run table as the tracking layer reads it."""
+    return pd.DataFrame(
+        [
+            {
+                "run_id": f"id-{encoder}-{dim}",
+                "run_name": f"{encoder}-d{dim:04d}",
+                "encoder": encoder,
+                "dim": dim,
+                "degenerate": degenerate,
+                "fit/rmse": rmse * 0.9,
+                "fit/diff_mean": 0.001,
+                "heldout/rmse": rmse,
+                "heldout/diff_mean": -0.002,
+                "heldout/diff_var": rmse**2 - 0.002**2,
+                "heldout/spearman": 1 - rmse,
+                "heldout/knn_recall_at_10": 0.8,
+                "bound_ey": (rmse * 0.5) ** 2,
+            }
+            for encoder, dim, rmse, degenerate in rows
+        ]
+    )
+
+
+def winner_of(table: pd.DataFrame, tolerance: float = 0.1) -> tuple[str, int]:
+    w = select_winner(table, tolerance).winner
+    return w.encoder, w.dim
+
+
+def test_smallest_dim_within_tolerance_wins():
+    sweep = runs(("cosine", 16, 0.20, False), ("cosine", 32, 0.108, False), ("cosine", 64, 0.100, False))
+    assert winner_of(sweep, 0.1) == ("cosine", 32)
+    assert winner_of(sweep, 0.05) == ("cosine", 64)
+    assert winner_of(sweep, 1.0) == ("cosine", 16)
+    assert winner_of(sweep, 0.0) == ("cosine", 64)
+
+
+def test_table_is_ranked_by_score_and_marks_the_winner():
+    selection = select_winner(runs(("cosine", 16, 0.3, False), ("cosine", 64, 0.1, False), ("cosine", 32, 0.2, False)))
+    table = selection.table
+    assert list(table.dim) == [64, 32, 16]
+    assert list(table["rank"]) == [1, 2, 3]
+    assert list(table.winner) == ["*", "", ""]
+    assert list(table.columns[: len(TABLE_COLUMNS)]) == TABLE_COLUMNS
+    assert table.pairs.eq("heldout").all()
+    assert table.bound_rmse.iloc[0] == pytest.approx(0.05)
+    assert "lowest heldout rmse" in selection.reason and "cosine d=64 wins" in selection.reason
+
+
+def test_ties_go_to_the_smaller_dim_then_the_lower_score():
+    tied_dims = runs(("cosine", 64, 0.1, False), ("cosine", 32, 0.1, False))
+    assert winner_of(tied_dims, 0.0) == ("cosine", 32)
+    same_dim = runs(("autoencoder", 32, 0.104, False), ("cosine", 32, 0.102, False), ("pca", 64, 0.1, False))
+    assert winner_of(same_dim) == ("cosine", 32)
+    same_score = runs(("pca", 32, 0.1, False), ("cosine", 32, 0.1, False))
+    assert winner_of(same_score) == ("cosine", 32)
+
+
+def test_degenerate_runs_are_flagged_and_cannot_win():
+    sweep = runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.15, False), ("cosine", 512, 0.001, True))
+    selection = select_winner(sweep, 0.1)
+    assert (selection.winner.encoder, selection.winner.dim) == ("cosine", 32)
+    assert selection.table.set_index("dim").degenerate.to_dict() == {512: True, 32: False, 16: False}
+    assert selection.table.dim.iloc[0] == 512  # still ranked first: the table shows what happened
+    assert "1 degenerate run(s)" in selection.reason
+
+
+def test_all_degenerate_still_names_a_winner_and_says_so():
+    selection = select_winner(runs(("cosine", 16, 0.01, True), ("cosine", 32, 0.0101, True)))
+    assert selection.winner.dim == 16
+    assert "every run is degenerate" in selection.reason
+
+
+def test_single_run_wins():
+    selection = select_winner(runs(("cosine", 8, 0.3, False)))
+    assert selection.winner.dim == 8
+    assert "only run" in selection.reason
+
+
+def test_without_heldout_pairs_the_fit_rmse_is_the_score():
+    sweep = runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False)).drop(
+        columns=[c for c in runs(("x", 1, 0.1, False)).columns if c.startswith("heldout/")]
+    )
+    selection = select_winner(sweep)
+    assert selection.table.pairs.eq("fit").all()
+    assert selection.table.score.tolist() == pytest.approx([0.09, 0.18])
+    assert "fit rmse" in selection.reason
+
+
+def test_bad_tolerance_and_empty_sweeps_are_user_errors():
+    with pytest.raises(SimreduceError, match="tolerance"):
+        select_winner(runs(("cosine", 8, 0.3, False)), -0.1)
+    with pytest.raises(SimreduceError, match="nothing to select"):
+        select_winner(runs(("cosine", 8, 0.3, False)).iloc[:0])
+
+
+def test_markdown_and_text_tables_hold_every_run():
+    selection = select_winner(runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False)))
+    md = markdown_table(selection.table).splitlines()
+    assert md[0].startswith("| rank | winner | run |") and md[1].startswith("| --- |")
+    assert len(md) == 4 and "cosine-d0032" in md[2]
+    text = text_table(selection.table)
+    assert "cosine-d0016" in text and "knn@10" in text
