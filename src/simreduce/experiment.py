@@ -11,7 +11,7 @@ import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 
@@ -94,24 +94,43 @@ def reduce(reducer: torch.nn.Module, vectors: torch.Tensor) -> torch.Tensor:
     return reducer.cpu().eval()(vectors)
 
 
-def run_experiment(cfg: DictConfig) -> float:
-    """Train one reducer, log everything to its MLflow run, and return the selection score (rmse)."""
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)
-    dim = reducer.hparams.dim
+def run_name(kind: str, dim: object) -> str:
+    """`cosine-d0064`; a dim that is not an integer (a bad override) is shown as given."""
+    return f"{kind}-d{dim:04d}" if isinstance(dim, int) else f"{kind}-d{dim}"
 
+
+def run_experiment(cfg: DictConfig) -> float:
+    """Train one reducer, log everything to its MLflow run, and return the selection score (rmse).
+
+    A job whose config already has a FINISHED run in this sweep is skipped (`tracking.skip_finished`), so
+    re-running a killed sweep with the same `hydra.sweep.dir` or `tracking.sweep_id` only does what is missing.
+    """
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     uri = cfg.tracking.uri or tracking.default_tracking_uri()
     experiment_id = tracking.prepare_store(uri, cfg.tracking.experiment)
+    sweep_id = cfg.tracking.sweep_id or current_sweep_id()
+    tracking.close_stale_runs(experiment_id, sweep_id)
+    cfg_hash = tracking.config_hash(cfg)
+    kind = get_class(cfg.encoder._target_).kind
+    name = run_name(kind, cfg.encoder.dim)
+    if cfg.tracking.skip_finished and (done := tracking.find_finished_run(experiment_id, sweep_id, cfg_hash)):
+        log.info("%s: skipped, run %s of sweep %s already finished this config", name, done.info.run_id, sweep_id)
+        return float(done.data.metrics.get("heldout/rmse", done.data.metrics["fit/rmse"]))
+
+    datamodule = build_datamodule(cfg)
     tags = {
-        "sweep_id": cfg.tracking.sweep_id or current_sweep_id(),
+        "sweep_id": sweep_id,
         "embedder": cfg.embedder.name,
-        "encoder": reducer.kind,
-        # At or above the rank of the training set a reducer can reach zero fit loss trivially.
-        "degenerate": str(dim >= len(datamodule.train_idx)).lower(),
+        "encoder": kind,
+        "config_hash": cfg_hash,
         "git_commit": tracking.git_commit(project_root()),
+        **tracking.process_tags(),
     }
-    with tracking.job_run(uri, experiment_id, f"{reducer.kind}-d{dim:04d}", tags) as run_id:
+    with tracking.job_run(uri, experiment_id, name, tags) as run_id:
+        reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)
+        dim = reducer.hparams.dim
+        # At or above the rank of the training set a reducer can reach zero fit loss trivially.
+        mlflow.set_tag("degenerate", str(dim >= len(datamodule.train_idx)).lower())
         tracking.log_config(cfg)
         started = time.perf_counter()
         reducer.prepare(datamodule.train_vectors)
@@ -132,7 +151,7 @@ def run_experiment(cfg: DictConfig) -> float:
         mlflow.log_metrics(metrics)
 
         fit = pairs["fit"]
-        label = f"{reducer.kind} | {dim:04d}"
+        label = f"{kind} | {dim:04d}"
         tracking.log_figures(
             plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
         )
@@ -143,9 +162,8 @@ def run_experiment(cfg: DictConfig) -> float:
 
     score = metrics.get("heldout/rmse", metrics["fit/rmse"])
     log.info(
-        "%s-d%04d: fit/rmse=%.5f score=%.5f (%.1fs training)",
-        reducer.kind,
-        dim,
+        "%s: fit/rmse=%.5f score=%.5f (%.1fs training)",
+        name,
         metrics["fit/rmse"],
         score,
         train_seconds,

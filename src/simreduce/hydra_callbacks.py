@@ -51,3 +51,6 @@ class SelectSweepWinner(Callback):
                 e,
                 sweep_id,
             )
+        if failed := tracking.failed_sweep_runs(sweep_id):
+            log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
+            raise SystemExit(1)

@@ -4,12 +4,23 @@ The vectors are made first, with nothing heavier than torch and transformers imp
 an unloadable model then fails in about two seconds, not after Lightning's and MLflow's imports.
 """
 
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from simreduce.cache import VectorCache, cached_word_vectors
+from simreduce.errors import StopRequested, find_user_error
 from simreduce.paths import default_cache_dir
 from simreduce.words import load_words
+
+log = logging.getLogger(__name__)
 
 
 def prepare_vectors(cfg: DictConfig) -> None:
@@ -18,9 +29,47 @@ def prepare_vectors(cfg: DictConfig) -> None:
     cached_word_vectors(instantiate(cfg.embedder), words, VectorCache(cfg.data.cache_dir or default_cache_dir()))
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _request_stop(signum: int, frame: object) -> None:
+    raise StopRequested(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGINT raise StopRequested, so the open MLflow run ends KILLED with the signal named
+    (Lightning would otherwise turn Ctrl-C into a bare `sys.exit(1)`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_job(cfg: DictConfig) -> float:
-    """Train (or fit) one reducer, log everything to MLflow, and return the selection score (rmse)."""
+    """Train (or fit) one reducer, log everything to MLflow, and return the selection score (rmse).
+
+    In a sweep, a job that fails inside its run (its MLflow run is then FAILED, with the error) is reported
+    and scored NaN so the other sizes still run and the sweep summary names it; a bad word list or model
+    fails every job alike, so it stops the sweep at once.
+    """
     prepare_vectors(cfg)
     from simreduce.experiment import run_experiment  # the heavy imports, deferred on purpose (see above)
 
-    return run_experiment(cfg)
+    with stop_signals_raise():
+        try:
+            return run_experiment(cfg)
+        except Exception as e:
+            if not _in_multirun():
+                raise
+            if user_error := find_user_error(e):
+                log.error("job failed: %s", user_error)
+            else:
+                log.exception("job failed")
+            return float("nan")

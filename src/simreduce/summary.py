@@ -20,6 +20,7 @@ class SweepSummary:
     selection: Selection
     summary_run_id: str
     registered_uri: str | None
+    failed: dict[str, str]
 
     def report(self) -> str:
         """What the terminal shows: the ranked table, the winner and why, and where it went."""
@@ -34,6 +35,7 @@ class SweepSummary:
             f"{self.selection.reason}\n"
             f"winner {self.selection.winner.run} ({self.selection.winner.run_id}) {registered}; "
             f"summary run sweep-{self.sweep_id} ({self.summary_run_id})"
+            + "".join(f"\nFAILED {name}: {error}" for name, error in sorted(self.failed.items()))
         )
 
 
@@ -58,6 +60,7 @@ def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
     table = selection.table.merge(runs[["run_id", "compression_ratio"]], on="run_id")
     winner = selection.winner
     experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
+    failed = tracking.failed_sweep_runs(sweep_id, [experiment_id])
     figures = overlay_charts(table) | {"metrics_vs_dim.png": plots.metrics_vs_dim(table)}
     markdown = markdown_table(selection.table)
     summary_run_id = tracking.log_sweep_summary(
@@ -72,6 +75,7 @@ def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
             "winner_run_id": winner.run_id,
             "winner": winner.run,
             "mlflow.note.content": f"{selection.reason}\n\n{markdown}",
+            "failed_runs": ", ".join(sorted(failed)) or "none",
         },
         metrics={
             "tolerance": tolerance,
@@ -89,7 +93,7 @@ def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
         f"simreduce-{embedder}",
         tags={"sweep_id": sweep_id, "encoder": winner.encoder, "dim": str(winner.dim)},
     )
-    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registered)
+    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registered, failed)
 
 
 def summarise_sweep(

@@ -6,8 +6,10 @@ whatever its working dir, writes to the same place.
 """
 
 import contextlib
+import hashlib
 import logging
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -24,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from simreduce.errors import SimreduceError
+from simreduce.errors import SimreduceError, StopRequested
 from simreduce.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ def job_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -
             yield run.info.run_id
         except BaseException as e:
             mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
-            mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt | StopRequested) else "FAILED")
             raise
 
 
@@ -304,3 +306,70 @@ def load_reducer(uri: str, model_uri: str) -> LoggedReducer:
 def run_config(run_id: str) -> DictConfig:
     """The resolved config a run logged as `config.yaml`."""
     return OmegaConf.create(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies a job's work: two jobs whose resolved configs match outside `tracking` compute the same run."""
+    work = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "tracking"}
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(work)).encode()).hexdigest()[:16]
+
+
+def process_tags() -> dict[str, str]:
+    """Where a run's process lives, so a later job can tell a crashed run from a running one."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(experiment_id: str, sweep_id: str) -> list[str]:
+    """End as FAILED the RUNNING runs of this sweep whose process on this host is gone (killed, crashed).
+
+    Runs on other hosts are left alone: their process cannot be checked from here.
+    """
+    client = MlflowClient()
+    stale = []
+    for run in client.search_runs(
+        [experiment_id], f"tags.sweep_id = '{sweep_id}' and attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = run.data.tags
+        if tags.get("host") == socket.gethostname() and not _is_alive(int(tags.get("pid", "0"))):
+            client.set_tag(run.info.run_id, "error", "the job's process ended without closing its run")
+            client.set_terminated(run.info.run_id, "FAILED")
+            stale.append(run.info.run_id)
+    if stale:
+        log.warning("marked %d stale run(s) of sweep %s as FAILED", len(stale), sweep_id)
+    return stale
+
+
+def failed_sweep_runs(sweep_id: str, experiment_ids: list[str] | None = None) -> dict[str, str]:
+    """Run name -> error of the sweep's runs that ended FAILED or KILLED and were not redone since
+    (a later FINISHED run of the same config, from a resumed sweep, supersedes them)."""
+    client = MlflowClient()
+    runs = client.search_runs(
+        experiment_ids or [e.experiment_id for e in client.search_experiments()],
+        f"tags.sweep_id = '{sweep_id}' and attributes.status != 'RUNNING'",
+        max_results=5000,
+    )
+    redone = {run.data.tags.get("config_hash") for run in runs if run.info.status == "FINISHED"}
+    return {
+        run.info.run_name: run.data.tags.get("error", run.info.status)
+        for run in runs
+        if run.info.status != "FINISHED" and run.data.tags.get("config_hash") not in redone
+    }
+
+
+def find_finished_run(experiment_id: str, sweep_id: str, cfg_hash: str) -> mlflow.entities.Run | None:
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.sweep_id = '{sweep_id}' and tags.config_hash = '{cfg_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
