@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -52,6 +53,9 @@ def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words
     assert len(history) >= 2
     logged = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
     assert len(logged) == 1 and logged[0].source_run_id == run.run_id
+    model_files = {p.name for p in Path(logged[0].artifact_location).rglob("*") if p.is_file()}
+    assert "model.pt2" in model_files  # torch.export: loading it unpickles nothing
+    assert not {name for name in model_files if name.endswith((".pth", ".pt", ".pkl"))}
 
 
 def test_same_seed_gives_same_metrics(project, tiny_llama, words_file):

@@ -32,6 +32,9 @@ from simreduce.paths import project_root
 log = logging.getLogger(__name__)
 # Selection and compress read a few small artifacts back: a progress bar for each is noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Reducers are exported (pt2) from CPU weights, which torch.export cannot load onto a GPU: serve them on the
+# CPU, also when MLflow checks the input example at logging time on a GPU machine.
+os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 
 
 def default_tracking_uri() -> str:
@@ -291,7 +294,7 @@ def load_reducer(uri: str, model_uri: str) -> LoggedReducer:
     """The model at `model_uri` (`models:/simreduce-minilm@winner`, `models:/<model id>`, `runs:/<id>/model`)."""
     open_store(uri)
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        model = mlflow.pyfunc.load_model(model_uri, model_config={"device": "cpu"})
     except (MlflowException, OSError) as e:
         raise SimreduceError(
             f"cannot load model {model_uri!r} from {uri} ({str(e).splitlines()[0]}): pass e.g. "
