@@ -41,13 +41,15 @@ def test_a_last_row_left_alone_waits_for_the_next_epoch():
     assert [len(b) for b in islice(stream, 6)] == [4, 4] * 3
 
 
-def test_full_batch_is_gathered_once():
+def test_full_batch_is_gathered_once_and_moved_to_the_device_once():
     vectors = numbered_rows(12)
     rows = torch.tensor([1, 5, 7])
     stream = iter(BatchStream(vectors, rows, batch_size=1024, seed=0))
     first, second = next(stream), next(stream)
     assert first is second
     assert row_ids(first) == [1, 5, 7]
+    on_device = next(iter(BatchStream(vectors, rows, batch_size=1024, seed=0, device=torch.device("meta"))))
+    assert on_device.device.type == "meta" and on_device.shape == (3, 2)
 
 
 def test_validation_batches_are_gathered_in_order_without_a_lone_last_row():

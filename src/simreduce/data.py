@@ -22,19 +22,23 @@ class BatchStream(IterableDataset):
     Lightning never restarts a loader.
 
     Mini-batches are gathered from `vectors` by index, so the stream holds no copy of the training rows and
-    its memory beyond `vectors` is one batch [batch_size, D].
+    its memory beyond `vectors` is one batch [batch_size, D]. The full batch is gathered once, on `device`,
+    so an accelerator receives it once rather than every step.
     """
 
-    def __init__(self, vectors: torch.Tensor, rows: torch.Tensor, batch_size: int, seed: int):
+    def __init__(
+        self, vectors: torch.Tensor, rows: torch.Tensor, batch_size: int, seed: int, device: torch.device | None = None
+    ):
         self.vectors = vectors
         self.rows = rows
         self.batch_size = batch_size
         self.seed = seed
+        self.device = device
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         n = len(self.rows)
         if self.batch_size >= n:
-            batch = self.vectors[self.rows]
+            batch = self.vectors[self.rows].to(self.device)
             while True:
                 yield batch
         generator = torch.Generator().manual_seed(self.seed)
@@ -141,7 +145,9 @@ class WordVectorDataModule(pl.LightningDataModule):
         return self.vectors[self.val_idx]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(BatchStream(self.vectors, self.train_idx, self.batch_size, self.seed), batch_size=None)
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        stream = BatchStream(self.vectors, self.train_idx, self.batch_size, self.seed, device)
+        return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(RowBatches(self.vectors, self.val_idx, self.batch_size), batch_size=None)
