@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import compose_config, tiny_overrides
 
-from simreduce.data import BatchStream, RowBatches
+from simreduce import data
+from simreduce.data import BatchStream, RowBatches, WordVectorDataModule
 from simreduce.evaluation import pair_similarities
 from simreduce.losses import pairwise_cosine
 from simreduce.pipeline import run_job
@@ -59,6 +60,20 @@ def test_validation_batches_are_gathered_in_order_without_a_lone_last_row():
     assert len(RowBatches(numbered_rows(20), torch.arange(8), batch_size=3)) == 3
     with pytest.raises(IndexError):
         batches[2]
+
+
+def test_the_data_module_reads_a_large_cache_once_per_process(monkeypatch, words_file):
+    reads = []
+    monkeypatch.setattr(
+        data, "cached_word_vectors", lambda embedder, words, cache: reads.append(1) or numbered_rows(len(words))
+    )
+    module = WordVectorDataModule(embedder=None, words_file=str(words_file), batch_size=8)
+    module.prepare_data()
+    module.setup("fit")
+    module.prepare_data()  # Trainer.fit calls it again
+    module.setup("fit")
+    assert len(reads) == 1
+    assert len(module.train_idx) + len(module.val_idx) == len(module.vectors)
 
 
 def dense_pairs(original: torch.Tensor, reduced: torch.Tensor, train_idx: torch.Tensor, name: str):

@@ -114,9 +114,10 @@ class WordVectorDataModule(pl.LightningDataModule):
         return cached_word_vectors(self.embedder, self.words, self.cache)
 
     def prepare_data(self) -> None:
-        # Kept, so that `setup` in this process does not read and hash a large cache file a second time;
-        # processes where Lightning skips this hook load the vectors in `setup`.
-        self.vectors = self._load()
+        # The vectors are kept, so that neither `setup` nor `Trainer.fit` calling this hook again reads and
+        # hashes a large cache file a second time; processes where Lightning skips this hook load in `setup`.
+        if self.vectors is None:
+            self.vectors = self._load()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_idx is not None:
