@@ -2,6 +2,7 @@
 
     python bench/run.py                      # training, sweep, evaluation (a few minutes on 2 cores)
     python bench/run.py --only scale         # 100k x 2048 vectors through train.py (about 5-10 minutes)
+    python bench/run.py --only embedding     # 50k words embedded by the default model
     python bench/run.py --only training --accelerator gpu
 
 Prints markdown tables. Not a test: figures depend on the machine and on what else runs on it, which is
@@ -9,13 +10,12 @@ why each comparison alternates its two sides and keeps the best of several tries
 """
 
 import argparse
-import logging
 import os
 
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale")
+BENCHES = ("training", "sweep", "evaluation", "scale", "embedding")
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--eval-sizes", default="512,2048,8192,16384,50000")
     parser.add_argument("--scale-n", type=int, default=100_000)
     parser.add_argument("--scale-dim", type=int, default=64)
+    parser.add_argument("--embed-words", type=int, default=50_000)
     parser.add_argument("--threads", type=int, help="CPU threads for torch here and in train.py runs (e.g. 2)")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for the sweep and scale runs")
     args = parser.parse_args()
@@ -41,7 +42,6 @@ def main() -> None:
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the train.py processes
         torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its banners, once per Trainer
     device = torch.device("cuda" if args.accelerator in ("gpu", "cuda") else "cpu")
     print(f"machine: {machine_summary(device)}")
     if "training" in chosen:
@@ -61,6 +61,10 @@ def main() -> None:
         import scale
 
         scale.run(args.scale_n, 2048, args.scale_dim, args.overrides)
+    if "embedding" in chosen:
+        import embedding_cost
+
+        embedding_cost.run(args.embed_words, args.overrides)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Runs alternate and the best of `repeats` is kept, so load from other processes c
 """
 
 import copy
+import logging
 import time
 import warnings
 
@@ -17,6 +18,8 @@ from hydra.utils import instantiate
 
 from simreduce.data import BatchStream, WordVectorDataModule
 from simreduce.losses import cosine_similarity_loss
+
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its banners, once per Trainer
 
 
 class InMemoryVectors(WordVectorDataModule):
@@ -77,7 +80,11 @@ def lightning_fit(module, cfg, vectors: torch.Tensor) -> tuple[int, torch.device
 def compare(vectors: torch.Tensor, dim: int, steps: int, accelerator: str, repeats: int) -> dict:
     cfg = compose_config([f"encoder.dim={dim}", f"encoder.steps={steps}", f"trainer.accelerator={accelerator}"])
     initial = instantiate(cfg.encoder, in_dim=vectors.shape[1])
-    initial.prepare(vectors)
+    try:
+        initial.prepare(vectors)
+    except RuntimeError as e:  # e.g. a PCA start asked for more directions than there are rows
+        print(f"note: dim={dim}: the configured start failed ({str(e).splitlines()[0]}); timing from random weights")
+        initial = instantiate(cfg.encoder, in_dim=vectors.shape[1], init="random")
     best_lightning = best_plain = float("inf")
     for _ in range(repeats):
         module = copy.deepcopy(initial)
