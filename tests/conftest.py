@@ -130,6 +130,7 @@ def tiny_overrides(model: Path, words: Path) -> list[str]:
         "encoder.steps=40",
         "trainer.accelerator=cpu",
         "trainer.val_check_interval=20",
+        "trainer.log_every_n_steps=10",
         "tracking.log_model=false",
     ]
 

@@ -1,3 +1,4 @@
+import hashlib
 import multiprocessing
 import time
 from pathlib import Path
@@ -7,7 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from simreduce.cache import VectorCache
+from simreduce.cache import VectorCache, content_hash
 from simreduce.errors import SimreduceError
 
 KEY = {"model": "m", "revision": "r", "layer": "-1", "pooling": "mean", "dtype": "float32"}
@@ -16,6 +17,12 @@ WORDS = ["alpha", "beta", "gamma"]
 
 def fake_embed(words: list[str]) -> torch.Tensor:
     return torch.arange(len(words) * 4, dtype=torch.float32).reshape(len(words), 4) + 1
+
+
+def test_content_hash_is_the_sha256_of_the_row_major_bytes():
+    vectors = torch.randn(5, 7)
+    assert content_hash(vectors) == hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
+    assert content_hash(vectors.T) == hashlib.sha256(vectors.T.contiguous().numpy().tobytes()).hexdigest()
 
 
 def test_round_trip(tmp_path):

@@ -18,6 +18,14 @@ def test_tiny_llama_vectors_have_model_width(tiny_llama):
     assert torch.isfinite(vectors).all()
 
 
+def test_vectors_come_back_in_word_order_whatever_the_batching(tiny_llama):
+    words = ["their", "of", "about", "the", "many", "is", "other", "we"]  # lengths out of order
+    one_by_one = WordEmbedder("tiny", str(tiny_llama), batch_size=1, device="cpu").embed(words)
+    batched = WordEmbedder("tiny", str(tiny_llama), batch_size=3, device="cpu").embed(words)
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+    assert not torch.allclose(one_by_one[0], one_by_one[1], atol=1e-3)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_padding_does_not_change_a_word_vector(tiny_llama, pooling):
     embedder = WordEmbedder("tiny", str(tiny_llama), pooling=pooling, batch_size=16, device="cpu")

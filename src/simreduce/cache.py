@@ -28,7 +28,8 @@ def _sha256(data: bytes | str) -> str:
 
 
 def content_hash(vectors: torch.Tensor) -> str:
-    return _sha256(vectors.contiguous().numpy().tobytes())
+    """SHA-256 of the tensor's bytes, read in place: a copy would double the memory of a large cache."""
+    return hashlib.sha256(memoryview(vectors.contiguous().numpy()).cast("B")).hexdigest()
 
 
 def check_vectors(vectors: torch.Tensor, words: list[str]) -> None:

@@ -176,32 +176,45 @@ class WordEmbedder:
 
     @torch.inference_mode()
     def embed(self, words: list[str]) -> torch.Tensor:
-        """[N] words -> [N, D] float32 vectors on the CPU."""
+        """[N] words -> [N, D] float32 vectors on the CPU.
+
+        Words are batched shortest first, so a batch pads to about its own words' length rather than the
+        longest word's, and each batch's vectors are written into one preallocated [N, D] tensor: the peak
+        memory is the result plus one batch of activations, whatever N is.
+        """
         tokenizer, model = load_pretrained(self.source, self.dtype, self.trust_remote_code)
         device = pick_device(self.device)
         model.to(device)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
         tokenizer.padding_side = "right"
-        chunks = []
+        order = sorted(range(len(words)), key=lambda i: len(words[i]))
+        vectors = None
         for start in tqdm(range(0, len(words), self.batch_size), desc=f"embedding with {self.name}", unit="batch"):
-            batch = words[start : start + self.batch_size]
-            enc = tokenizer(
-                batch,
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_special_tokens_mask=True,
-                return_tensors="pt",
+            rows = order[start : start + self.batch_size]
+            batch = [words[i] for i in rows]
+            pooled = self._embed_batch(tokenizer, model, device, batch)
+            if vectors is None:
+                vectors = torch.empty(len(words), pooled.shape[1], dtype=torch.float32)
+            vectors[rows] = pooled.float().cpu()
+        return vectors
+
+    def _embed_batch(self, tokenizer, model, device: torch.device, batch: list[str]) -> torch.Tensor:
+        """[B] words -> [B, D] pooled hidden states, on `device`."""
+        enc = tokenizer(
+            batch,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_special_tokens_mask=True,
+            return_tensors="pt",
+        )
+        token_mask = own_token_mask(enc, tokenizer.unk_token_id)
+        empty = [w for w, n in zip(batch, token_mask.sum(dim=1).tolist(), strict=True) if n == 0]
+        if empty:
+            raise SimreduceError(
+                f"word(s) {empty[:5]} tokenize to nothing but special or unknown tokens with {self.name}: "
+                "remove them from the word list."
             )
-            token_mask = own_token_mask(enc, tokenizer.unk_token_id)
-            empty = [w for w, n in zip(batch, token_mask.sum(dim=1).tolist(), strict=True) if n == 0]
-            if empty:
-                raise SimreduceError(
-                    f"word(s) {empty[:5]} tokenize to nothing but special or unknown tokens with {self.name}: "
-                    "remove them from the word list."
-                )
-            out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)
-            hidden = out.hidden_states[self.layer]
-            chunks.append(pool_hidden_states(hidden, token_mask.to(device), self.pooling).float().cpu())
-        return torch.cat(chunks)
+        out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)
+        return pool_hidden_states(out.hidden_states[self.layer], token_mask.to(device), self.pooling)

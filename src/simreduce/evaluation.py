@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from simreduce.losses import EPS
 
 PAIR_SETS = ("fit", "heldout")
+PAIR_CHUNK = 4096  # sampled pairs whose rows are gathered at once
 
 
 @dataclass
@@ -52,6 +53,11 @@ def _in_set(name: str, is_train_i: torch.Tensor, is_train_j: torch.Tensor) -> to
     return both_train if name == "fit" else ~both_train
 
 
+def _inverse_norms(x: torch.Tensor, block_rows: int) -> torch.Tensor:
+    """[N, D] -> [N] float64 1/|x_i|, block by block, so no float64 copy of a large matrix is made."""
+    return torch.cat([1 / b.double().norm(dim=1).clamp_min(EPS) for b in x.split(block_rows)])
+
+
 def _exact_pairs(xo, xr, is_train, name, block_rows) -> tuple[np.ndarray, np.ndarray]:
     n = xo.shape[0]
     cols = torch.arange(n)
@@ -59,13 +65,33 @@ def _exact_pairs(xo, xr, is_train, name, block_rows) -> tuple[np.ndarray, np.nda
     for start in range(0, n, block_rows):
         rows = torch.arange(start, min(start + block_rows, n))
         mask = (cols[None, :] > rows[:, None]) & _in_set(name, is_train[rows][:, None], is_train[None, :])
-        originals.append((xo[rows] @ xo.T)[mask])
-        reduceds.append((xr[rows] @ xr.T)[mask])
+        originals.append((xo[rows] @ xo.T)[mask].float())
+        reduceds.append((xr[rows] @ xr.T)[mask].float())
     return torch.cat(originals).numpy(), torch.cat(reduceds).numpy()
 
 
-def _sampled_pairs(xo, xr, is_train, name, n_pairs, seed, chunk) -> tuple[np.ndarray, np.ndarray]:
-    n = xo.shape[0]
+def _pair_cosines(x: torch.Tensor, inv_norms: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """Cosines of rows i[k] and j[k] of `x` [N, D] -> [len(i)] float32.
+
+    Rows are gathered PAIR_CHUNK pairs at a time into two reused buffers, so the work memory is
+    2 x [PAIR_CHUNK, D] whatever N, and is not allocated (page-faulted) anew for each chunk, which made
+    this three times slower. Dot products are float32, norms float64; the result is float32 anyway.
+    """
+    rows_i = x.new_empty(min(PAIR_CHUNK, len(i)), x.shape[1])
+    rows_j = torch.empty_like(rows_i)
+    cosines = torch.empty(len(i), dtype=torch.float32)
+    for start in range(0, len(i), PAIR_CHUNK):
+        a, b = i[start : start + PAIR_CHUNK], j[start : start + PAIR_CHUNK]
+        torch.index_select(x, 0, a, out=rows_i[: len(a)])
+        torch.index_select(x, 0, b, out=rows_j[: len(a)])
+        dots = torch.linalg.vecdot(rows_i[: len(a)], rows_j[: len(a)]).double()
+        cosines[start : start + len(a)] = dots * inv_norms[a] * inv_norms[b]
+    return cosines
+
+
+def _sampled_pairs(original, reduced, is_train, name, n_pairs, seed, chunk) -> tuple[np.ndarray, np.ndarray]:
+    n = original.shape[0]
+    inv_o, inv_r = _inverse_norms(original, PAIR_CHUNK), _inverse_norms(reduced, PAIR_CHUNK)
     generator = torch.Generator().manual_seed(seed)
     originals, reduceds, found = [], [], 0
     while found < n_pairs:
@@ -73,8 +99,8 @@ def _sampled_pairs(xo, xr, is_train, name, n_pairs, seed, chunk) -> tuple[np.nda
         j = torch.randint(n, (chunk,), generator=generator)
         keep = (i != j) & _in_set(name, is_train[i], is_train[j])
         i, j = i[keep][: n_pairs - found], j[keep][: n_pairs - found]
-        originals.append((xo[i] * xo[j]).sum(dim=1))
-        reduceds.append((xr[i] * xr[j]).sum(dim=1))
+        originals.append(_pair_cosines(original, inv_o, i, j))
+        reduceds.append(_pair_cosines(reduced, inv_r, i, j))
         found += len(i)
     return torch.cat(originals).numpy(), torch.cat(reduceds).numpy()
 
@@ -91,11 +117,15 @@ def pair_similarities(
 ) -> dict[str, PairSimilarities]:
     """[N, D] original and [N, dim] reduced vectors -> similarities of the `fit` and `heldout` pairs.
 
-    Sets with no pairs (no validation words, say) are left out.
+    Sets with no pairs (no validation words, say) are left out. Memory is bounded by the pair count
+    (`max_exact_n`² / 2 or `n_sampled_pairs`) and by [`block_rows`, N] or [PAIR_CHUNK, D] work tensors,
+    never by N² or a float64 copy of a large `original`.
     """
     n = original.shape[0]
-    xo = F.normalize(original.double(), dim=1, eps=EPS)
-    xr = F.normalize(reduced.double(), dim=1, eps=EPS)
+    exact = n <= max_exact_n
+    if exact:
+        xo = F.normalize(original.double(), dim=1, eps=EPS)
+        xr = F.normalize(reduced.double(), dim=1, eps=EPS)
     is_train = torch.zeros(n, dtype=torch.bool)
     is_train[train_idx] = True
     n_train = int(is_train.sum())
@@ -107,12 +137,12 @@ def pair_similarities(
     for name in PAIR_SETS:
         if n_pairs[name] == 0:
             continue
-        if n <= max_exact_n:
+        if exact:
             o, r = _exact_pairs(xo, xr, is_train, name, block_rows)
         else:
             count = min(n_sampled_pairs, n_pairs[name])
-            o, r = _sampled_pairs(xo, xr, is_train, name, count, seed, chunk=max(count // 4, 4096))
-        result[name] = PairSimilarities(o.astype(np.float32), r.astype(np.float32), sampled=n > max_exact_n)
+            o, r = _sampled_pairs(original, reduced, is_train, name, count, seed, chunk=max(count // 4, 4096))
+        result[name] = PairSimilarities(o, r, sampled=not exact)
     return result
 
 
