@@ -1,11 +1,7 @@
 """Bad input costs the user one clear line and a non-zero exit, never a traceback or a half-written file."""
 
-import os
-import subprocess
-import sys
-
 import pytest
-from conftest import PROJECT_ROOT, compose_config, tiny_overrides
+from conftest import compose_config, run_python, tiny_overrides
 
 from simreduce.errors import exit_on_user_error
 from simreduce.pipeline import run_job
@@ -97,13 +93,6 @@ def test_unwritable_mlflow_store(project, tiny, capsys):
 
 
 def test_unknown_config_option_exits_non_zero(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "train.py", "encoder=nope"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "SIMREDUCE_ROOT": str(tmp_path)},
-    )
+    proc = run_python(["train.py", "encoder=nope"], tmp_path, timeout=60)
     assert proc.returncode != 0
     assert "Could not find 'encoder/nope'" in proc.stderr

@@ -1,14 +1,11 @@
 """End to end: a tiny sweep (whose Hydra callback selects), then `simreduce select`, then `simreduce compress`."""
 
 import logging
-import os
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
 import pytest
-from conftest import HIDDEN, PROJECT_ROOT, WORDS, compose_config, tiny_overrides
+from conftest import HIDDEN, WORDS, artifact_paths, compose_config, run_python, tiny_overrides, tiny_sweep
 from omegaconf import OmegaConf
 
 from simreduce.cli import main
@@ -28,13 +25,6 @@ def store_uri(root) -> str:
     return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
 
 
-def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:
-    paths = set()
-    for item in mlflow.MlflowClient().list_artifacts(run_id, folder):
-        paths |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
-    return paths
-
-
 def user_error(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -46,23 +36,10 @@ def user_error(capsys, argv: list[str]) -> str:
 
 @pytest.mark.slow
 def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_llama, words_file):
-    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "encoder.dim=4,8",
-            *tiny_overrides(tiny_llama, words_file),
-            "tracking.log_model=true",
-            # %f: were the sweep dir resolved twice, jobs and callback would disagree on the sweep id
-            f"hydra.sweep.dir='{tmp_path}/multirun/${{now:%H-%M-%S-%f}}'",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    # %f: were the sweep dir resolved twice, jobs and callback would disagree on the sweep id
+    sweep_dir = f"'{tmp_path}/multirun/${{now:%H-%M-%S-%f}}'"
+    sweep = run_python(
+        tiny_sweep(tiny_llama, words_file, sweep_dir, "encoder.dim=4,8", "tracking.log_model=true"), tmp_path
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "rank winner" in sweep.stdout and "cosine d=8 wins: it has the lowest heldout rmse" in sweep.stdout
@@ -125,14 +102,7 @@ def test_select_errors_are_one_line(project, capsys):
 
 
 def test_cli_subprocess_exits_non_zero_without_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "simreduce.cli", "select", "--sweep", "nope"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "SIMREDUCE_ROOT": str(tmp_path)},
-    )
+    proc = run_python(["-m", "simreduce.cli", "select", "--sweep", "nope"], tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "simreduce: error:" in proc.stderr
 
@@ -140,8 +110,8 @@ def test_cli_subprocess_exits_non_zero_without_traceback(tmp_path):
 def test_degenerate_run_is_tagged_and_has_a_zero_floor(project, tiny_llama, tmp_path):
     few_words = tmp_path / "few.txt"
     few_words.write_text("\n".join(WORDS[:12]))  # 10 training words: dim 16 can fit them exactly
-    # init=random: the PCA start has only as many directions as training words
-    overrides = [*tiny_overrides(tiny_llama, few_words), "encoder.dim=16", "encoder.init=random"]
+    # the default init (pca) falls back to random: the SVD has only as many directions as training words
+    overrides = [*tiny_overrides(tiny_llama, few_words), "encoder.dim=16"]
     run_job(compose_config(overrides))
     run = mlflow.search_runs(experiment_names=["simreduce-tiny"]).iloc[0]
     assert run["tags.degenerate"] == "true"

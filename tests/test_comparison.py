@@ -1,14 +1,9 @@
-import os
-import subprocess
-import sys
-
 import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import PROJECT_ROOT, compose_config, tiny_overrides
+from conftest import CHARTS, artifact_paths, compose_config, job_runs, run_python, store_runs, tiny_overrides
 from sklearn.decomposition import PCA
-from test_training import CHARTS, artifact_paths, runs_of
 
 from simreduce.experiment import build_datamodule
 from simreduce.pipeline import run_job
@@ -31,25 +26,12 @@ def final_metric_keys(run) -> set[str]:
 
 @pytest.mark.slow
 def test_comparison_sweep_lands_one_run_per_reducer_and_dim_with_the_same_metrics(tmp_path, tiny_llama, words_file):
-    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            f"encoder={','.join(REDUCERS)}",
-            f"encoder.dim={','.join(map(str, DIMS))}",
-            *shared_overrides(tiny_llama, words_file),
-            f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    args = ["train.py", "-m", f"encoder={','.join(REDUCERS)}", f"encoder.dim={','.join(map(str, DIMS))}"]
+    proc = run_python(
+        [*args, *shared_overrides(tiny_llama, words_file), f"hydra.sweep.dir={tmp_path / 'multirun'}"], tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = runs_of(tmp_path).set_index("tags.mlflow.runName")
+    runs = job_runs(store_runs(tmp_path)).set_index("tags.mlflow.runName")
     assert sorted(runs.index) == sorted(f"{r}-d{d:04d}" for r in REDUCERS for d in DIMS)
     assert (runs.status == "FINISHED").all() and runs["tags.sweep_id"].nunique() == 1
     assert [runs.loc[f"{r}-d0004", "tags.encoder"] for r in REDUCERS] == REDUCERS
@@ -68,7 +50,7 @@ def test_baseline_is_logged_as_a_model_that_serves_its_transform(project, tiny_l
     cfg = compose_config(overrides)
     assert cfg.tracking.log_model
     run_job(cfg)
-    run = runs_of(project).iloc[0]
+    run = store_runs(project).iloc[0]
     assert run["tags.mlflow.runName"] == "pca-d0004"
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
     model = mlflow.pytorch.load_model(logged.model_uri)

@@ -1,11 +1,8 @@
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import HIDDEN, PROJECT_ROOT, WORDS
+from conftest import HIDDEN, WORDS, run_python
 
 from simreduce.embedding import WordEmbedder, pool_hidden_states
 from simreduce.errors import SimreduceError
@@ -53,15 +50,9 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     ids=["offline", "unreachable"],
 )
 def test_unloadable_hub_model_fails_fast_with_clear_message(tmp_path, hub_env):
-    env = {**os.environ, **hub_env, "SIMREDUCE_ROOT": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "train.py", "embedder=deepseek_coder"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+    proc = run_python(
+        ["train.py", "embedder=deepseek_coder"], tmp_path, timeout=60, HF_HOME=str(tmp_path / "hf"), **hub_env
     )
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2

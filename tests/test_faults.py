@@ -1,51 +1,30 @@
 """Faults cost the user nothing that already finished: failed jobs are marked, killed sweeps resume."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
-from conftest import PROJECT_ROOT, tiny_overrides
+from conftest import PROJECT_ROOT, job_runs, project_env, run_python, store_runs, tiny_sweep
 
-# Training that only ends when the learning-rate schedule says it has converged: long enough to be killed.
-LONG_TRAINING = ["encoder.steps=1000000", "trainer.val_check_interval=1000"]
-
-
-def store_runs(root: Path):
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    if mlflow.get_experiment_by_name("simreduce-tiny") is None:
-        return None
-    return mlflow.search_runs(experiment_names=["simreduce-tiny"], order_by=["attributes.start_time ASC"])
+# Training that never stops by itself (no plateau can show in a million steps): long enough to be killed.
+LONG_TRAINING = ["encoder.steps=1000000", "encoder.plateau_patience=1000000", "trainer.val_check_interval=1000"]
 
 
-def sweep_command(root: Path, model: Path, words: Path, dims: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "train.py",
-        "-m",
-        f"encoder.dim={dims}",
-        *tiny_overrides(model, words),
-        f"hydra.sweep.dir={root / 'multirun' / 'the-sweep'}",
-        *extra,
-    ]
-
-
-def start_and_wait_until_running(cmd: list[str], root: Path) -> subprocess.Popen:
+def start_and_wait_until_training(args: list[str], root: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        cmd,
+        [sys.executable, *args],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "SIMREDUCE_ROOT": str(root)},
+        env=project_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         runs = store_runs(root)
-        if runs is not None and (runs.status == "RUNNING").any() and "metrics.train/loss" in runs:
+        if (runs.status == "RUNNING").any() and "metrics.train/loss" in runs:
             return proc
         time.sleep(0.2)
     proc.kill()
@@ -53,14 +32,7 @@ def start_and_wait_until_running(cmd: list[str], root: Path) -> subprocess.Popen
 
 
 def test_failing_job_is_marked_failed_and_the_sweep_goes_on(tmp_path, tiny_llama, words_file):
-    proc = subprocess.run(
-        sweep_command(tmp_path, tiny_llama, words_file, "40,4"),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "SIMREDUCE_ROOT": str(tmp_path)},
-    )
+    proc = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=40,4"), tmp_path)
     assert proc.returncode == 1
     runs = store_runs(tmp_path).set_index("tags.mlflow.runName")
     assert runs.loc["cosine-d0040", "status"] == "FAILED"
@@ -74,7 +46,8 @@ def test_failing_job_is_marked_failed_and_the_sweep_goes_on(tmp_path, tiny_llama
 
 @pytest.mark.slow
 def test_sigterm_ends_the_run_killed(tmp_path, tiny_llama, words_file):
-    proc = start_and_wait_until_running(sweep_command(tmp_path, tiny_llama, words_file, "4", *LONG_TRAINING), tmp_path)
+    args = tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=4", *LONG_TRAINING)
+    proc = start_and_wait_until_training(args, tmp_path)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode != 0
@@ -85,33 +58,21 @@ def test_sigterm_ends_the_run_killed(tmp_path, tiny_llama, words_file):
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_finished_sizes(tmp_path, tiny_llama, words_file):
-    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
-    finished = subprocess.run(
-        sweep_command(tmp_path, tiny_llama, words_file, "4", *LONG_TRAINING),
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
-    assert finished.returncode == 0
-    killed = start_and_wait_until_running(
-        sweep_command(tmp_path, tiny_llama, words_file, "8", *LONG_TRAINING), tmp_path
-    )
+    # Every call runs the same config per size (so a resumed job matches its killed one): a few hundred
+    # steps, seconds of training, time enough to be killed once the first losses are logged.
+    def sweep(dims: str) -> list[str]:
+        overrides = ["encoder.steps=400", "encoder.plateau_patience=1000000"]
+        return tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", f"encoder.dim={dims}", *overrides)
+
+    assert run_python(sweep("4"), tmp_path).returncode == 0
+    killed = start_and_wait_until_training(sweep("8"), tmp_path)
     killed.kill()  # SIGKILL: no handler runs, the run is left RUNNING
     killed.wait(timeout=30)
     assert sorted(store_runs(tmp_path).status) == ["FINISHED", "FINISHED", "RUNNING"]  # with the sweep summary
 
-    resumed = subprocess.run(
-        sweep_command(tmp_path, tiny_llama, words_file, "4,8", *LONG_TRAINING),
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_python(sweep("4,8"), tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
-    runs = store_runs(tmp_path)
-    jobs = runs[~runs["tags.mlflow.runName"].str.startswith("sweep-")]
+    jobs = job_runs(store_runs(tmp_path))
     by_name = jobs.groupby("tags.mlflow.runName").status.apply(sorted).to_dict()
     assert by_name == {"cosine-d0004": ["FINISHED"], "cosine-d0008": ["FAILED", "FINISHED"]}
     stale = jobs[jobs.status == "FAILED"].iloc[0]

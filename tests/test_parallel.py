@@ -1,40 +1,21 @@
 """Two jobs at once (Hydra's joblib launcher) on a fresh MLflow store and vector cache: no race."""
 
-import os
-import subprocess
-import sys
-
 import pytest
-from conftest import PROJECT_ROOT, tiny_overrides
-from test_training import runs_of
-
-pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the extra: pip install -e '.[joblib]'")
+from conftest import job_runs, run_python, store_runs, tiny_sweep
 
 
 @pytest.mark.slow
 def test_two_job_joblib_sweep_embeds_once_and_finishes_both_runs(tmp_path, tiny_llama, words_file):
     sweep_dir = tmp_path / "multirun"
-    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "encoder.dim=4,8",
-            *tiny_overrides(tiny_llama, words_file),
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    proc = run_python(
+        tiny_sweep(
+            tiny_llama, words_file, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "encoder.dim=4,8"
+        ),
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    runs = runs_of(tmp_path)
+    runs = job_runs(store_runs(tmp_path))
     assert sorted(runs["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0008"]
     assert list(runs.status) == ["FINISHED", "FINISHED"]
     assert runs["tags.sweep_id"].nunique() == 1

@@ -124,10 +124,18 @@ def test_cosine_encoder_starts_at_the_svd_baseline():
     assert start.item() == pytest.approx(svd.item(), rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pca", "svd", "cosine"])
+@pytest.mark.parametrize("name", ["pca", "svd"])
 def test_dim_at_or_above_the_training_words_is_a_clear_error(name):
     with pytest.raises(SimreduceError, match="not below the 8 training words"):
         build(name, low_rank_vectors(n=8), "encoder.dim=8")
+
+
+def test_cosine_encoder_at_a_degenerate_dim_starts_at_random():
+    """The study's sweep reaches dims above its training words (1024 of 2048-d for 410 words): no SVD start."""
+    torch.manual_seed(0)
+    encoder = build("cosine", low_rank_vectors(n=8), "encoder.dim=8")
+    weight = encoder.net[0].weight.detach()
+    assert weight.shape == (8, D) and torch.linalg.matrix_rank(weight) == 8
 
 
 def test_autoencoder_reconstruction_loss_falls():

@@ -2,11 +2,10 @@
 
 from itertools import islice
 
-import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, tiny_overrides
+from conftest import compose_config, store_runs, tiny_overrides
 
 from simreduce import data
 from simreduce.data import BatchStream, RowBatches, WordVectorDataModule
@@ -136,8 +135,7 @@ def test_mini_batch_training_and_sampled_evaluation_run_end_to_end(project, tiny
         ]
     )
     run_job(cfg)
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    run = mlflow.search_runs(experiment_names=["simreduce-tiny"]).iloc[0]
+    run = store_runs(project).iloc[0]
     assert run.status == "FINISHED"
     assert run["metrics.fit/n_pairs"] == 300 and run["metrics.heldout/n_pairs"] == 300
     assert np.isfinite(run["metrics.fit/rmse"]) and np.isfinite(run["metrics.heldout/rmse"])

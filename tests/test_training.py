@@ -1,39 +1,27 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import PROJECT_ROOT, compose_config, tiny_overrides
+from conftest import (
+    CHARTS,
+    artifact_paths,
+    compose_config,
+    job_runs,
+    run_python,
+    store_runs,
+    tiny_overrides,
+    tiny_sweep,
+)
 
 from simreduce.pipeline import run_job
 
 STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "p99"]
-CHARTS = {
-    "plots/base_distributions.png",
-    "plots/difference_distribution.png",
-    "plots/base_and_difference.png",
-}
-
-
-def runs_of(project, experiment="simreduce-tiny"):
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time ASC"])
-
-
-def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:
-    client = mlflow.MlflowClient()
-    paths = set()
-    for item in client.list_artifacts(run_id, folder):
-        paths |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
-    return paths
 
 
 def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file):
     cfg = compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true"])
     score = run_job(cfg)
-    runs = runs_of(project)
+    runs = store_runs(project)
     assert len(runs) == 1
     run = runs.iloc[0]
     assert run.status == "FINISHED"
@@ -79,32 +67,16 @@ def test_training_lowers_the_loss_from_random_init(project, tiny_llama, words_fi
         ]
     )
     run_job(cfg)
-    history = mlflow.MlflowClient().get_metric_history(runs_of(project).run_id[0], "train/loss")
+    history = mlflow.MlflowClient().get_metric_history(store_runs(project).run_id[0], "train/loss")
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert losses[-1] < 0.75 * losses[0]
 
 
 @pytest.mark.slow
 def test_multirun_sweep_subprocess(tmp_path, tiny_llama, words_file):
-    env = {**os.environ, "SIMREDUCE_ROOT": str(tmp_path)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "encoder.dim=4,8",
-            *tiny_overrides(tiny_llama, words_file),
-            f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "multirun", "encoder.dim=4,8"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = runs_of(tmp_path)
-    runs = runs[runs["tags.encoder"].notna()]  # the jobs, not the sweep's summary run
+    runs = job_runs(store_runs(tmp_path))
     assert sorted(runs["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0008"]
     assert list(runs.status) == ["FINISHED", "FINISHED"]
     assert runs["tags.sweep_id"].nunique() == 1

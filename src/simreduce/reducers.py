@@ -7,6 +7,7 @@ Every reducer is a LightningModule built by `instantiate(cfg.encoder, in_dim=D)`
 and is logged as the MLflow model.
 """
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 
@@ -19,6 +20,8 @@ from torch.nn.utils import parametrize
 from simreduce.baselines import check_dim, fit_cosine_svd, set_linear
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss
+
+log = logging.getLogger(__name__)
 
 INITS = ("pca", "random")
 
@@ -135,7 +138,10 @@ class CosineEncoder(TrainedReducer):
         then move the first layer to whitened coordinates."""
         first = self.net[0]
         if self.hparams.init == "pca" and not self.hparams.hidden:
-            set_linear(first, fit_cosine_svd(train_vectors, self.hparams.dim).components_)
+            if self.hparams.dim < len(train_vectors):
+                set_linear(first, fit_cosine_svd(train_vectors, self.hparams.dim).components_)
+            else:  # a degenerate size (the study's 1024 of 2048-d, say): the SVD has fewer components than dim
+                log.info("dim %d is not below the %d training words: random init", self.hparams.dim, len(train_vectors))
         parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(train_vectors)))
         with torch.no_grad():
             self.loss_scale = self.loss(train_vectors).item() or 1.0  # a perfect start has nothing to scale
