@@ -3,7 +3,8 @@ import torch
 from conftest import PROJECT_ROOT, compose_config, tiny_overrides
 from test_reducers import build, fit_full_batch, low_rank_vectors
 
-from simreduce.floor import cosine_floor, floor_table, main
+from simreduce.cli import main
+from simreduce.floor import cosine_floor, floor_table
 from simreduce.losses import cosine_similarity_loss
 from simreduce.paths import ROOT_ENV
 
@@ -61,9 +62,9 @@ def test_floor_table_uses_the_configured_training_words_and_falls_with_dim(proje
     assert floors[2] > floors[4] > floors[8] > 0
 
 
-def test_module_entry_point_prints_one_row_per_dim(tmp_path, monkeypatch, capsys, tiny_llama, words_file):
+def test_simreduce_floor_prints_one_row_per_dim(tmp_path, monkeypatch, capsys, tiny_llama, words_file):
     monkeypatch.delenv(ROOT_ENV, raising=False)
     monkeypatch.chdir(PROJECT_ROOT)
-    main(["--dims", "2,4", *tiny_overrides(tiny_llama, words_file), f"data.cache_dir={tmp_path}"])
+    main(["floor", "--dims", "2,4", *tiny_overrides(tiny_llama, words_file), f"data.cache_dir={tmp_path}"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[1].strip() for row in rows] == ["2", "4"]

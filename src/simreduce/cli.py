@@ -1,4 +1,5 @@
-"""The `simreduce` command: `select` a sweep's winner, `compress` new vectors with a logged reducer.
+"""The `simreduce` command: `select` a sweep's winner, `compress` new vectors with a logged reducer, and
+compute the `floor` no reducer of the cosine loss can beat.
 
 Training stays in `python train.py` (Hydra); these commands only read and write the MLflow store.
 """
@@ -47,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .npy array [N, D], or a text file of words (one a line) embedded as the reducer's run did",
     )
     compress.add_argument("--output", required=True, type=Path, help="where to write the [N, dim] .npy array")
+
+    floor = commands.add_parser(
+        "floor",
+        help="the lowest cosine loss any dim-d embedding of the training words reaches",
+        description="Optimise free unit-norm coordinates of the training words (L-BFGS) per dim: the floor of "
+        "the cosine loss, to compare a run's fit/rmse^2 with.",
+    )
+    floor.add_argument(
+        "--dims", type=lambda s: [int(d) for d in s.split(",")], default=[16, 32, 64, 128, 256], help="e.g. 16,32"
+    )
+    floor.add_argument("overrides", nargs="*", help="train.py's Hydra overrides, e.g. data.n_words=1000")
     return parser
 
 
@@ -63,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_user_error():
         from simreduce import tracking  # MLflow's import is deferred so that --help stays quick
 
+        if args.command == "floor":
+            from simreduce.floor import floor_report
+
+            print("\n".join(floor_report(args.overrides, args.dims)))
+            return
         uri = args.tracking_uri or tracking.default_tracking_uri()
         if args.command == "select":
             from simreduce.summary import summarise_sweep

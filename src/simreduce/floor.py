@@ -8,7 +8,7 @@ which is what `cosine_similarity_loss` sees of any reducer's output; a reducer's
 `python -m simreduce.floor [--dims 16,32,...] [hydra overrides]` prints it for the configured words.
 """
 
-import argparse
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +17,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from simreduce.baselines import fit_cosine_svd
-from simreduce.errors import exit_on_user_error
 from simreduce.losses import cosine_similarity_loss
 from simreduce.paths import project_root
 
@@ -56,21 +55,15 @@ def floor_table(cfg: DictConfig, dims: Sequence[int] = DIMS) -> dict[int, float]
     return {dim: cosine_floor(train_vectors, dim) for dim in dims}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simreduce.floor", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dims", type=lambda s: [int(d) for d in s.split(",")], default=list(DIMS), help="e.g. 16,32,64"
-    )
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.n_words=1000")
-    args = parser.parse_args(argv)
-    with exit_on_user_error():
-        with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args.overrides)
-        print("| dim | floor loss | floor rmse |")
-        print("| ---: | ---: | ---: |")
-        for dim, loss in floor_table(cfg, args.dims).items():
-            print(f"| {dim} | {loss:.4e} | {loss**0.5:.5f} |", flush=True)
+def floor_report(overrides: Sequence[str], dims: Sequence[int] = DIMS) -> list[str]:
+    """The floor of `train.py`'s config with Hydra `overrides`, as markdown table lines, one per dim."""
+    with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    rows = [f"| {dim} | {loss:.4e} | {loss**0.5:.5f} |" for dim, loss in floor_table(cfg, dims).items()]
+    return ["| dim | floor loss | floor rmse |", "| ---: | ---: | ---: |", *rows]
 
 
 if __name__ == "__main__":
-    main()
+    from simreduce.cli import main
+
+    main(["floor", *sys.argv[1:]])
