@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from common import anisotropic_vectors, print_table
-from sweep import grouped, print_logging_detail, timed_train
+from sweep import grouped, print_logged_runs, print_logging_detail, timed_train
 
 from simreduce.cache import VectorCache
 from simreduce.embedding import WordEmbedder
@@ -32,6 +32,7 @@ def run(n: int, d: int, dim: int, extra: list[str]) -> dict:
         root = Path(tmp)
         overrides = [*seed_cache(root, n, d), f"encoder.dim={dim}", *extra]
         wall, peak_rss, times = timed_train(overrides, root)
+        print_logged_runs(root)
     job = times["jobs"][0]
     phases = grouped(job)
     print_table(

@@ -32,6 +32,25 @@ def timed_train(args: list[str], root: Path) -> tuple[float, int, dict]:
     return wall, usage.ru_maxrss * 1024, json.loads(times.read_text())
 
 
+def print_logged_runs(root: Path) -> None:
+    """What each run logged, to check that the timed runs did the work: steps, scores, train_seconds."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    rows = []
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        steps = max((m.step for m in client.get_metric_history(run.info.run_id, "train/loss")), default=0)
+        metrics = run.data.metrics
+        scores = [f"{metrics[k]:.4f}" if k in metrics else "" for k in ("fit/rmse", "heldout/rmse")]
+        rows.append([run.info.run_name, run.info.status, steps, *scores, f"{metrics.get('train_seconds', 0):.1f}"])
+    print_table(
+        "Runs in the store",
+        ["run", "status", "last logged step", "fit/rmse", "heldout/rmse", "train_seconds"],
+        rows,
+    )
+
+
 def grouped(span: dict) -> dict[str, float]:
     """A span's phases with the `logging: ...` parts added into `logging`, and `other` the rest of its wall."""
     out = dict.fromkeys(PHASES, 0.0)
@@ -78,6 +97,7 @@ def run(dims: str, extra: list[str]) -> dict:
         root = Path(tmp)
         args = ["-m", f"encoder.dim={dims}", f"hydra.sweep.dir={root / 'multirun'}", *extra]
         wall, peak_rss, times = timed_train(args, root)
+        print_logged_runs(root)
     print_split(
         f"Sweep `train.py -m encoder.dim={dims} {' '.join(extra)}`, fresh MLflow store and vector cache",
         wall,

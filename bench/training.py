@@ -36,32 +36,35 @@ class InMemoryVectors(WordVectorDataModule):
 
 def optimizer_and_scheduler(configured):
     """(optimizer, scheduler or None, monitored metric or None, stepped every step?) from what a
-    LightningModule's `configure_optimizers` returns, in the forms this project uses."""
+    LightningModule's `configure_optimizers` returns: an optimizer, or a dict with `optimizer` and an
+    optional `lr_scheduler` (a scheduler or a dict holding one)."""
     if isinstance(configured, torch.optim.Optimizer):
         return configured, None, None, False
+    if not isinstance(configured, dict):
+        raise TypeError(f"the plain loop does not know configure_optimizers' form {type(configured).__name__}")
     scheduler = configured.get("lr_scheduler")
     if isinstance(scheduler, dict):
-        return (
-            configured["optimizer"],
-            scheduler["scheduler"],
-            scheduler.get("monitor"),
-            (scheduler.get("interval", "epoch") == "step"),
-        )
+        per_step = scheduler.get("interval", "epoch") == "step"
+        return configured["optimizer"], scheduler["scheduler"], scheduler.get("monitor"), per_step
     return configured["optimizer"], scheduler, None, False
 
 
 def plain_fit(module, vectors: torch.Tensor, batch_size: int, steps: int, device: torch.device) -> None:
-    """The loop a reader would write by hand: same loss, optimiser and per-step schedule, no framework."""
+    """The loop a reader would write by hand: the module's own optimiser and per-step schedule, the same
+    loss through a closure (as Lightning calls it, so LBFGS-like optimisers work too), no framework."""
     module.to(device).train()
     optimizer, scheduler, monitor, per_step = optimizer_and_scheduler(module.configure_optimizers())
-    rows = torch.arange(len(vectors), device=device)
-    stream = iter(BatchStream(vectors.to(device), rows, batch_size, seed=0))
+    stream = iter(BatchStream(vectors, torch.arange(len(vectors)), batch_size, seed=0, device=device))
     for _ in range(steps):
-        batch = next(stream)
-        loss = cosine_similarity_loss(batch, module(batch))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        batch = next(stream).to(device)
+
+        def closure(batch: torch.Tensor = batch) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = cosine_similarity_loss(batch, module(batch))
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
         if scheduler is not None and per_step:
             scheduler.step(loss.detach()) if monitor else scheduler.step()
     synchronize(device)

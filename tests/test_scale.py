@@ -12,6 +12,7 @@ from simreduce.data import BatchStream, RowBatches, WordVectorDataModule
 from simreduce.evaluation import pair_similarities
 from simreduce.losses import pairwise_cosine
 from simreduce.pipeline import run_job
+from simreduce.words import top_english_words
 
 
 def numbered_rows(n: int) -> torch.Tensor:
@@ -59,6 +60,15 @@ def test_validation_batches_are_gathered_in_order_without_a_lone_last_row():
     assert len(RowBatches(numbered_rows(20), torch.arange(8), batch_size=3)) == 3
     with pytest.raises(IndexError):
         batches[2]
+
+
+def test_large_frequent_word_lists_hold_words_not_symbols():
+    from wordfreq import top_n_list
+
+    assert top_english_words(512) == top_n_list("en", 512)
+    words = top_english_words(5000)
+    assert len(words) == len(set(words)) == 5000
+    assert "°" in top_n_list("en", 5000) and "°" not in words and "😂" not in words
 
 
 def test_the_data_module_reads_a_large_cache_once_per_process(monkeypatch, words_file):

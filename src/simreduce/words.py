@@ -9,11 +9,15 @@ log = logging.getLogger(__name__)
 
 
 def top_english_words(n_words: int) -> list[str]:
+    """The `n_words` most frequent English words. wordfreq's list also holds symbols and emoji (about 1 in
+    500 beyond the top 2000: '°', '©', '😂', '͡'); they are skipped, since a model can tokenize them to
+    nothing."""
     from wordfreq import top_n_list
 
     if n_words < 2:
         raise SimreduceError(f"data.n_words={n_words} is too small: pairwise similarities need at least 2 words.")
-    return top_n_list("en", n_words)
+    words = [w for w in top_n_list("en", 2 * n_words) if any(c.isalnum() for c in w)]
+    return words[:n_words]
 
 
 def read_words_file(path: str | Path) -> list[str]:
