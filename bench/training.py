@@ -7,7 +7,6 @@ and the project's data module; only the MLflow logger is left out (its cost is i
 Runs alternate and the best of `repeats` is kept, so load from other processes cancels out of the ratio.
 """
 
-import copy
 import logging
 import time
 import warnings
@@ -17,7 +16,6 @@ from common import anisotropic_vectors, compose_config, print_table, quiet, sync
 from hydra.utils import instantiate
 
 from simreduce.data import BatchStream, WordVectorDataModule
-from simreduce.losses import cosine_similarity_loss
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its banners, once per Trainer
 
@@ -60,7 +58,7 @@ def plain_fit(module, vectors: torch.Tensor, batch_size: int, steps: int, device
 
         def closure(batch: torch.Tensor = batch) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            loss = cosine_similarity_loss(batch, module(batch))
+            loss = module.loss(batch) / getattr(module, "loss_scale", 1.0)  # as the module's training_step
             loss.backward()
             return loss
 
@@ -82,19 +80,21 @@ def lightning_fit(module, cfg, vectors: torch.Tensor) -> tuple[int, torch.device
 
 def compare(vectors: torch.Tensor, dim: int, steps: int, accelerator: str, repeats: int) -> dict:
     cfg = compose_config([f"encoder.dim={dim}", f"encoder.steps={steps}", f"trainer.accelerator={accelerator}"])
-    initial = instantiate(cfg.encoder, in_dim=vectors.shape[1])
-    try:
-        initial.prepare(vectors)
-    except RuntimeError as e:  # e.g. a PCA start asked for more directions than there are rows
-        print(f"note: dim={dim}: the configured start failed ({str(e).splitlines()[0]}); timing from random weights")
-        initial = instantiate(cfg.encoder, in_dim=vectors.shape[1], init="random")
+
+    def prepared() -> torch.nn.Module:
+        """The same start for every try (a deep copy of a parametrised module is not one)."""
+        torch.manual_seed(0)
+        module = instantiate(cfg.encoder, in_dim=vectors.shape[1])
+        module.prepare(vectors)
+        return module
+
     best_lightning = best_plain = float("inf")
     for _ in range(repeats):
-        module = copy.deepcopy(initial)
+        module = prepared()
         started = time.perf_counter()
         ran, device = lightning_fit(module, cfg, vectors)
         best_lightning = min(best_lightning, time.perf_counter() - started)
-        module = copy.deepcopy(initial)
+        module = prepared()
         started = time.perf_counter()
         plain_fit(module, vectors, cfg.data.batch_size, ran, device)
         best_plain = min(best_plain, time.perf_counter() - started)
