@@ -141,10 +141,6 @@ class WordVectorDataModule(pl.LightningDataModule):
     def train_vectors(self) -> torch.Tensor:
         return self.vectors[self.train_idx]
 
-    @property
-    def val_vectors(self) -> torch.Tensor:
-        return self.vectors[self.val_idx]
-
     def train_dataloader(self) -> DataLoader:
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         stream = BatchStream(self.vectors, self.train_idx, self.batch_size, self.seed, device)
