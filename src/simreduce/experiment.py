@@ -41,8 +41,11 @@ def current_sweep_id() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
-def build_datamodule(cfg: DictConfig) -> WordVectorDataModule:
+def build_datamodule(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | None = None) -> WordVectorDataModule:
+    """The configured data module, set up; `loaded` (words, vectors) saves reading and hashing the cache again."""
     datamodule = instantiate(cfg.data, embedder=instantiate(cfg.embedder))
+    if loaded is not None:
+        datamodule.words, datamodule.vectors = loaded
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -99,7 +102,7 @@ def run_name(kind: str, dim: object) -> str:
     return f"{kind}-d{dim:04d}" if isinstance(dim, int) else f"{kind}-d{dim}"
 
 
-def run_experiment(cfg: DictConfig) -> float:
+def run_experiment(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | None = None) -> float:
     """Train one reducer, log everything to its MLflow run, and return the selection score (rmse).
 
     A job whose config already has a FINISHED run in this sweep is skipped (`tracking.skip_finished`), so
@@ -117,7 +120,7 @@ def run_experiment(cfg: DictConfig) -> float:
         log.info("%s: skipped, run %s of sweep %s already finished this config", name, done.info.run_id, sweep_id)
         return float(done.data.metrics.get("heldout/rmse", done.data.metrics["fit/rmse"]))
 
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg, loaded)
     tags = {
         "sweep_id": sweep_id,
         "embedder": cfg.embedder.name,

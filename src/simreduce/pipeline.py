@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -23,10 +24,11 @@ from simreduce.words import load_words
 log = logging.getLogger(__name__)
 
 
-def prepare_vectors(cfg: DictConfig) -> None:
-    """Embed and cache the configured words if no valid cache holds them yet."""
+def prepare_vectors(cfg: DictConfig) -> tuple[list[str], torch.Tensor]:
+    """The configured words and their [N, D] vectors, embedded and cached if no valid cache holds them yet."""
     words = load_words(cfg.data.n_words, cfg.data.words_file)
-    cached_word_vectors(instantiate(cfg.embedder), words, VectorCache(cfg.data.cache_dir or default_cache_dir()))
+    cache = VectorCache(cfg.data.cache_dir or default_cache_dir())
+    return words, cached_word_vectors(instantiate(cfg.embedder), words, cache)
 
 
 def _in_multirun() -> bool:
@@ -59,12 +61,12 @@ def run_job(cfg: DictConfig) -> float:
     and scored NaN so the other sizes still run and the sweep summary names it; a bad word list or model
     fails every job alike, so it stops the sweep at once.
     """
-    prepare_vectors(cfg)
+    words, vectors = prepare_vectors(cfg)
     from simreduce.experiment import run_experiment  # the heavy imports, deferred on purpose (see above)
 
     with stop_signals_raise():
         try:
-            return run_experiment(cfg)
+            return run_experiment(cfg, (words, vectors))
         except Exception as e:
             if not _in_multirun():
                 raise
