@@ -28,6 +28,7 @@ from simreduce.evaluation import (
     similarity_spearman,
 )
 from simreduce.paths import project_root
+from simreduce.selection import run_score
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def run_experiment(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | Non
     name = run_name(kind, cfg.encoder.dim)
     if cfg.tracking.skip_finished and (done := tracking.find_finished_run(experiment_id, sweep_id, cfg_hash)):
         log.info("%s: skipped, run %s of sweep %s already finished this config", name, done.info.run_id, sweep_id)
-        return float(done.data.metrics.get("heldout/rmse", done.data.metrics["fit/rmse"]))
+        return run_score(done.data.metrics)
 
     datamodule = build_datamodule(cfg, loaded)
     tags = {
@@ -163,7 +164,7 @@ def run_experiment(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | Non
         if cfg.tracking.log_model:
             tracking.log_reducer_model(reducer.net, datamodule.vectors[:8])
 
-    score = metrics.get("heldout/rmse", metrics["fit/rmse"])
+    score = run_score(metrics)
     log.info(
         "%s: fit/rmse=%.5f score=%.5f (%.1fs training)",
         name,
@@ -171,4 +172,4 @@ def run_experiment(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | Non
         score,
         train_seconds,
     )
-    return float(score)
+    return score

@@ -32,8 +32,8 @@ class PrepareTrackingStore(Callback):
 class SelectSweepWinner(Callback):
     """After `python train.py -m ...`: rank the sweep's runs, log its summary run, register the winner.
 
-    The runs are already safe in MLflow, so a failure here is reported, with the command that retries it,
-    and does not fail the sweep.
+    The runs are already safe in MLflow, so a failure of the selection itself is reported, with the command
+    that retries it, and does not fail the sweep; a job that failed (and was not redone) makes it exit 1.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

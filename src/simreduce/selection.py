@@ -9,6 +9,7 @@ cannot win, unless every run is degenerate.
 Pure pandas: the runs come in as a DataFrame, whoever read them.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,11 @@ class Selection:
     table: pd.DataFrame
     winner: pd.Series
     reason: str
+
+
+def run_score(metrics: Mapping[str, float]) -> float:
+    """One run's score under the rule: rmse of the differences on heldout pairs when it has any, else on fit."""
+    return float(metrics.get("heldout/rmse", metrics["fit/rmse"]))
 
 
 def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
