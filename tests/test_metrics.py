@@ -30,7 +30,6 @@ def test_bound_ey_is_the_mse_of_an_explicit_rank_d_reconstruction(dim):
     expected = explicit_rank_d_mse(x, dim)
     assert expected > 1e-4
     assert eckart_young_bound(x, dim) == pytest.approx(expected, rel=1e-9)
-    assert eckart_young_bound(x, dim, block_rows=4) == pytest.approx(expected, rel=1e-9)
 
 
 def test_bound_ey_is_zero_at_full_rank():

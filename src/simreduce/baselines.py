@@ -1,18 +1,17 @@
-"""Classical reducers, fitted in closed form on the training words with scikit-learn's own estimators.
+"""Classical reducers, fitted in closed form on the training words.
 
-Each becomes an `nn.Linear(D, dim)` holding the estimator's `transform` (PCA's centring in the bias), so it
+Each becomes an `nn.Linear(D, dim)` holding its transform (PCA's centring in the bias), so it
 is evaluated, logged and served exactly like the trained encoders (see the protocol in `reducers.py`).
 """
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.random_projection import GaussianRandomProjection
 from torch import nn
 
 from simreduce.errors import SimreduceError
+from simreduce.spectrum import cosine_spectrum, row_mean, spectrum
 
 
 def check_dim(dim: int, in_dim: int) -> None:
@@ -40,15 +39,15 @@ def set_linear(layer: nn.Linear, weight: np.ndarray, bias: np.ndarray | None = N
             layer.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
 
 
-def fit_cosine_svd(vectors: torch.Tensor, dim: int) -> TruncatedSVD:
-    """Truncated SVD of the L2-normalised rows of [N, D] `vectors` (uncentred; classical MDS on the cosine Gram).
+def cosine_svd_axes(vectors: torch.Tensor, dim: int) -> np.ndarray:
+    """[N, D] vectors -> [dim, D] float64: the top right singular vectors of their L2-normalised rows
+    (uncentred; classical MDS on the cosine Gram).
 
-    Its `components_` [dim, D] give the best rank-`dim` fit of the cosine matrix among projections of
-    normalised vectors: the `svd` baseline, and where the cosine encoder and the floor start.
+    They give the best rank-`dim` fit of the cosine matrix among projections of normalised vectors: the `svd`
+    baseline, and where the cosine encoder and the floor start.
     """
     check_rank(dim, vectors.shape[0], "the SVD")
-    unit_rows = F.normalize(vectors.double(), dim=1).numpy()
-    return TruncatedSVD(dim, algorithm="arpack", random_state=0).fit(unit_rows)
+    return cosine_spectrum(vectors).axes[:dim].numpy()
 
 
 class ClosedFormReducer(pl.LightningModule):
@@ -75,14 +74,15 @@ class ClosedFormReducer(pl.LightningModule):
 
 
 class PCAReducer(ClosedFormReducer):
-    """Centred PCA: `(x - mean) @ components.T`."""
+    """Centred PCA: `(x - mean) @ axes.T`, the axes from the [D, D] covariance (see `spectrum.py`)."""
 
     kind = "pca"
 
     def linear_map(self, train_vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         check_rank(self.hparams.dim, train_vectors.shape[0], "PCA")
-        pca = PCA(self.hparams.dim, random_state=self.hparams.seed).fit(train_vectors.double().numpy())
-        return pca.components_, -pca.components_ @ pca.mean_
+        mean = row_mean(train_vectors)
+        axes = spectrum(train_vectors, shift=-mean).axes[: self.hparams.dim]
+        return axes.numpy(), (-axes @ mean).numpy()
 
 
 class SVDReducer(ClosedFormReducer):
@@ -92,8 +92,7 @@ class SVDReducer(ClosedFormReducer):
     kind = "svd"
 
     def linear_map(self, train_vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        svd = fit_cosine_svd(train_vectors, self.hparams.dim)
-        return svd.components_, np.zeros(self.hparams.dim)
+        return cosine_svd_axes(train_vectors, self.hparams.dim), np.zeros(self.hparams.dim)
 
 
 class RandomProjectionReducer(ClosedFormReducer):
@@ -103,5 +102,5 @@ class RandomProjectionReducer(ClosedFormReducer):
 
     def linear_map(self, train_vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         projection = GaussianRandomProjection(self.hparams.dim, random_state=self.hparams.seed)
-        projection.fit(train_vectors.double().numpy())
+        projection.fit(train_vectors[:2].numpy())  # it draws the matrix from the input width alone
         return projection.components_, np.zeros(self.hparams.dim)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from simreduce.losses import EPS
+from simreduce.spectrum import cosine_spectrum, row_blocks, row_mean, spectrum
 
 PAIR_SETS = ("fit", "heldout")
 PAIR_CHUNK = 4096  # sampled pairs whose rows are gathered at once
@@ -193,30 +194,26 @@ def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NE
 
 
 @torch.no_grad()
-def eckart_young_bound(vectors: torch.Tensor, dim: int, block_rows: int = 4096) -> float:
+def eckart_young_bound(vectors: torch.Tensor, dim: int) -> float:
     """[N, D] vectors -> MSE over pairs i<j of the best rank-`dim` approximation S_d of their cosine matrix S.
 
     A floor for any `dim`-dimensional embedding: its cosine matrix has rank <= dim and an exact unit
     diagonal, so its off-diagonal squared error is at least ||S - S_d||_F^2, which is at least the off-diagonal
-    part measured here. Computed from the [D, D] Gram X^T X of the normalised rows, which shares S's nonzero
-    eigenvalues: S - S_d = X (I - P) X^T with P the projection on the top `dim` eigenvectors, so the full
-    squared error is the sum of the remaining squared eigenvalues and the diagonal's is sum_i (1 - |P x_i|^2)^2.
-    Memory is O(D^2 + block_rows * D), never O(N^2).
+    part measured here. With X the normalised rows and P the projection on their top `dim` right singular
+    vectors, S - S_d = X (I - P) X^T: the full squared error is the sum of the remaining squared eigenvalues
+    (singular values to the 4th) and the diagonal's is sum_i (|x_i|^2 - |P x_i|^2)^2. Memory O(D^2), never O(N^2).
     """
     n = vectors.shape[0]
-    blocks = [F.normalize(b.double(), dim=1, eps=EPS) for b in vectors.split(block_rows)]
-    gram = sum(b.T @ b for b in blocks)
-    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
-    n_tail = max(len(eigenvalues) - dim, 0)
-    top, tail = eigenvectors[:, n_tail:], eigenvalues[:n_tail]
-    full_error = tail.square().sum()
-    diagonal_error = sum(((b.square().sum(dim=1) - (b @ top).square().sum(dim=1)) ** 2).sum() for b in blocks)
+    found = cosine_spectrum(vectors)
+    full_error = found.singular_values[dim:].pow(4).sum()
+    top = found.axes[:dim].T
+    diagonal_error = sum(
+        ((b.square().sum(dim=1) - (b @ top).square().sum(dim=1)) ** 2).sum() for b in row_blocks(vectors, unit=True)
+    )
     return max(float(full_error - diagonal_error) / (n * (n - 1)), 0.0)
 
 
 def pca_explained_variance(vectors: torch.Tensor, dim: int) -> float:
     """Share of the variance of [N, D] vectors that their top `dim` (centred) principal components keep."""
-    from sklearn.decomposition import PCA
-
-    n_components = min(dim, *vectors.shape)
-    return float(PCA(n_components=n_components).fit(vectors.double().numpy()).explained_variance_ratio_.sum())
+    variances = spectrum(vectors, shift=-row_mean(vectors)).singular_values.square()
+    return float(variances[:dim].sum() / variances.sum())

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from simreduce.baselines import fit_cosine_svd
+from simreduce.baselines import cosine_svd_axes
 from simreduce.losses import cosine_similarity_loss
 from simreduce.paths import project_root
 
@@ -30,8 +30,8 @@ def cosine_floor(vectors: torch.Tensor, dim: int, max_iter: int = 1000) -> float
     optimum, so the search starts in the right basin.
     """
     x = vectors.double()
-    start = fit_cosine_svd(x, dim).transform(F.normalize(x, dim=1).numpy())
-    y = torch.tensor(start, requires_grad=True)
+    start = F.normalize(x, dim=1) @ torch.from_numpy(cosine_svd_axes(x, dim)).T
+    y = start.requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [y], max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-16, line_search_fn="strong_wolfe"
     )

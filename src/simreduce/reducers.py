@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from simreduce.baselines import check_dim, fit_cosine_svd, set_linear
+from simreduce.baselines import check_dim, set_linear
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss
+from simreduce.spectrum import Spectrum, cosine_spectrum
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,16 @@ def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool =
     return nn.Sequential(*layers)
 
 
-def whitening_basis(vectors: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
-    """[N, D] -> [r, D]: the right singular vectors of the L2-normalised rows, each divided by its singular
-    value, for the r singular values above `rtol` times the largest (near-dead input features drop out).
+def whitening_basis(found: Spectrum, n_rows: int, rtol: float = 1e-6) -> torch.Tensor:
+    """The `cosine_spectrum` of [N, D] vectors -> [r, D]: its axes, each divided by its singular value and
+    multiplied by sqrt(N), for the r singular values above `rtol` times the largest (near-dead input features
+    drop out).
 
-    `normalize(x) @ basis.T` are whitened coordinates: every direction the words span has unit scale.
+    `normalize(x) @ basis.T` are whitened coordinates: over the training words every direction they span has
+    unit mean square.
     """
-    _, s, vh = torch.linalg.svd(F.normalize(vectors.double(), dim=1), full_matrices=False)
-    keep = s > rtol * s[0]
-    return (vh[keep] / s[keep, None]).float()
+    keep = found.singular_values > rtol * found.singular_values[0]
+    return (found.axes[keep] * (n_rows**0.5 / found.singular_values[keep, None])).float()
 
 
 class WhitenedInput(nn.Module):
@@ -136,13 +138,15 @@ class CosineEncoder(TrainedReducer):
         """Start a single linear layer from the `svd` baseline (the PCA of the cosine geometry), so training
         only refines the best projection instead of searching from noise (an MLP keeps its random init);
         then move the first layer to whitened coordinates."""
+        n_train = len(train_vectors)
+        found = cosine_spectrum(train_vectors)
         first = self.net[0]
         if self.hparams.init == "pca" and not self.hparams.hidden:
-            if self.hparams.dim < len(train_vectors):
-                set_linear(first, fit_cosine_svd(train_vectors, self.hparams.dim).components_)
+            if self.hparams.dim < n_train:
+                set_linear(first, found.axes[: self.hparams.dim].numpy())
             else:  # a degenerate size (the study's 1024 of 2048-d, say): the SVD has fewer components than dim
-                log.info("dim %d is not below the %d training words: random init", self.hparams.dim, len(train_vectors))
-        parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(train_vectors)))
+                log.info("dim %d is not below the %d training words: random init", self.hparams.dim, n_train)
+        parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(found, n_train)))
         with torch.no_grad():
             self.loss_scale = self.loss(train_vectors).item() or 1.0  # a perfect start has nothing to scale
 
