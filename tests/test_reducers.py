@@ -11,9 +11,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
+from simreduce.data import BatchStream
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss, pairwise_cosine
-from simreduce.reducers import Autoencoder
+from simreduce.reducers import Autoencoder, CosineEncoder
 
 REDUCERS = ["cosine", "autoencoder", "pca", "svd", "random"]
 CLOSED_FORM = ["pca", "svd", "random"]
@@ -162,3 +163,38 @@ def test_cosine_encoder_trains_in_whitened_coordinates_and_ends_as_a_plain_linea
     assert isinstance(encoder.net[0].weight, nn.Parameter) and encoder.net[0].weight.shape == (DIM, D)
     with torch.no_grad():
         assert encoder.loss(x).item() < before
+
+
+@pytest.mark.parametrize(("batch_size", "picked"), [(40, "lbfgs"), (1024, "lbfgs"), (16, "adam")])
+def test_optimizer_auto_picks_lbfgs_for_one_batch_and_adam_for_mini_batches(batch_size, picked):
+    encoder = build("cosine", low_rank_vectors(), f"data.batch_size={batch_size}")
+    assert encoder.hparams.batch_size == batch_size
+    assert encoder.optimizer_name == picked
+    optimizer = encoder.configure_optimizers()
+    assert isinstance(optimizer["optimizer"] if picked == "adam" else optimizer, OPTIMIZER_CLASSES[picked])
+
+
+OPTIMIZER_CLASSES = {"lbfgs": torch.optim.LBFGS, "adam": torch.optim.Adam}
+
+
+def test_lbfgs_on_mini_batches_is_a_clear_error():
+    with pytest.raises(SimreduceError, match=r"encoder.optimizer=lbfgs .* data.batch_size=16 is below the 40 training"):
+        build("cosine", low_rank_vectors(), "data.batch_size=16", "encoder.optimizer=lbfgs")
+    with pytest.raises(SimreduceError, match="encoder.optimizer='sgd' is not one of"):
+        CosineEncoder(in_dim=D, dim=DIM, optimizer="sgd")
+
+
+def test_adam_on_shuffled_mini_batches_lowers_the_loss_of_all_pairs_over_its_schedule():
+    x = low_rank_vectors(n=200)
+    encoder = build("cosine", x, "data.batch_size=32", "encoder.steps=150", "encoder.lr=1e-2", "encoder.init=random")
+    with torch.no_grad():
+        before = encoder.loss(x).item()
+    trainer = pl.Trainer(
+        max_steps=150, logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu"
+    )
+    trainer.fit(encoder, DataLoader(BatchStream(x, torch.arange(len(x)), batch_size=32, seed=0), batch_size=None))
+    assert trainer.global_step == 150
+    learning_rate = trainer.optimizers[0].param_groups[0]["lr"]
+    assert learning_rate < 1e-2 * 1e-3  # the one-cycle schedule has run its whole course
+    with torch.no_grad():
+        assert encoder.loss(x).item() < 0.5 * before

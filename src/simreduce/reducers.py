@@ -25,6 +25,10 @@ from simreduce.spectrum import Spectrum, cosine_spectrum
 log = logging.getLogger(__name__)
 
 INITS = ("pca", "random")
+OPTIMIZERS = ("auto", "lbfgs", "adam")
+# lbfgs: the step scale its line search starts from; adam: the peak of its one-cycle schedule, in whitened
+# coordinates (1e-3 already undoes the svd start's advantage on 2048-d vectors).
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-4}
 
 
 def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
@@ -105,10 +109,13 @@ class TrainedReducer(pl.LightningModule):
 class CosineEncoder(TrainedReducer):
     """The decoder-less encoder: `x -> net(x)`, trained so that cos_sim(net(x)) matches cos_sim(x).
 
-    Full-batch L-BFGS (one iteration per step, strong-Wolfe line search) on the first layer's whitened
-    coordinates (`WhitenedInput`), from the `svd` baseline when `init=pca`. Training stops once the loss has
-    fallen by less than `plateau_tolerance` (relative) over the last `plateau_patience` steps, or after
-    `steps`. L-BFGS assumes every step sees the same batch: keep `data.batch_size` at least the word count.
+    Trained on the first layer's whitened coordinates (`WhitenedInput`), from the `svd` baseline when
+    `init=pca`, by one of two optimisers (`optimizer=auto` picks by whether the training words fit one batch):
+    - `lbfgs`: full-batch L-BFGS (one iteration per step, strong-Wolfe line search), stopped once the loss has
+      fallen by less than `plateau_tolerance` (relative) over the last `plateau_patience` steps, or after
+      `steps`. It needs the same batch at every step: every training word in one batch.
+    - `adam`: Adam on shuffled mini-batches (each batch's similarity matrix, so memory grows with the batch,
+      not with N), with a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
     """
 
     kind = "cosine"
@@ -119,7 +126,9 @@ class CosineEncoder(TrainedReducer):
         dim: int,
         hidden: Sequence[int] = (),
         init: str = "pca",
-        lr: float = 1.0,
+        optimizer: str = "auto",
+        batch_size: int | None = None,
+        lr: float | None = None,
         steps: int = 1000,
         plateau_patience: int = 10,
         plateau_tolerance: float = 1e-4,
@@ -128,17 +137,21 @@ class CosineEncoder(TrainedReducer):
         check_dim(dim, in_dim)
         if init not in INITS:
             raise SimreduceError(f"encoder.init={init!r} is not one of {INITS}.")
+        if optimizer not in OPTIMIZERS:
+            raise SimreduceError(f"encoder.optimizer={optimizer!r} is not one of {OPTIMIZERS}.")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = build_mlp(in_dim, list(hidden), dim)
+        self.optimizer_name = optimizer
         self.loss_scale = 1.0
         self.recent_losses: deque[float] = deque(maxlen=plateau_patience + 1)
 
     def prepare(self, train_vectors: torch.Tensor) -> None:
-        """Start a single linear layer from the `svd` baseline (the PCA of the cosine geometry), so training
-        only refines the best projection instead of searching from noise (an MLP keeps its random init);
-        then move the first layer to whitened coordinates."""
+        """Pick the optimiser; start a single linear layer from the `svd` baseline (the PCA of the cosine
+        geometry), so training only refines the best projection instead of searching from noise (an MLP keeps
+        its random init); then move the first layer to whitened coordinates."""
         n_train = len(train_vectors)
+        self.optimizer_name = self.pick_optimizer(n_train)
         found = cosine_spectrum(train_vectors)
         first = self.net[0]
         if self.hparams.init == "pca" and not self.hparams.hidden:
@@ -148,17 +161,38 @@ class CosineEncoder(TrainedReducer):
                 log.info("dim %d is not below the %d training words: random init", self.hparams.dim, n_train)
         parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(found, n_train)))
         with torch.no_grad():
-            self.loss_scale = self.loss(train_vectors).item() or 1.0  # a perfect start has nothing to scale
+            sample = train_vectors[: self.hparams.batch_size]  # a mini-batch's loss sets the scale as well
+            self.loss_scale = self.loss(sample).item() or 1.0  # a perfect start has nothing to scale
+
+    def pick_optimizer(self, n_train: int) -> str:
+        """`optimizer`, with `auto` resolved: lbfgs when the `n_train` training words fit one batch, else adam."""
+        batch_size = self.hparams.batch_size
+        full_batch = batch_size is None or batch_size >= n_train
+        if self.hparams.optimizer == "auto":
+            picked = "lbfgs" if full_batch else "adam"
+            log.info("encoder.optimizer=auto: %s (%d training words, batch size %s)", picked, n_train, batch_size)
+            return picked
+        if self.hparams.optimizer == "lbfgs" and not full_batch:
+            raise SimreduceError(
+                f"encoder.optimizer=lbfgs needs every training word in one batch, but data.batch_size={batch_size} is "
+                f"below the {n_train} training words: use encoder.optimizer=adam (or auto), or raise data.batch_size."
+            )
+        return self.hparams.optimizer
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         return cosine_similarity_loss(batch, self(batch))
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.logger is not None:
+            self.logger.log_hyperparams({"optimizer_used": self.optimizer_name})
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
 
         def closure() -> torch.Tensor:
             # L-BFGS's curvature test (y.s > 1e-10) is absolute and the loss at dim 256 is ~1e-6, so the
-            # optimiser sees the loss relative to where training started.
+            # optimiser sees the loss relative to where training started (Adam does not mind the scale).
             optimizer.zero_grad()
             scaled = self.loss(batch) / self.loss_scale
             self.manual_backward(scaled)
@@ -166,7 +200,10 @@ class CosineEncoder(TrainedReducer):
 
         loss = optimizer.step(closure=closure).item() * self.loss_scale
         self.log("train/loss", loss, prog_bar=True)
-        if self.has_plateaued(loss):
+        if self.optimizer_name == "adam":
+            self.log("train/lr", optimizer.param_groups[0]["lr"])
+            self.lr_schedulers().step()
+        elif self.has_plateaued(loss):
             self.trainer.should_stop = True
 
     def has_plateaued(self, loss: float) -> bool:
@@ -181,11 +218,18 @@ class CosineEncoder(TrainedReducer):
         if parametrize.is_parametrized(self.net[0]):
             parametrize.remove_parametrizations(self.net[0], "weight")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
+        lr = self.hparams.lr or DEFAULT_LR[self.optimizer_name]
+        if self.optimizer_name == "adam":
+            optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+            schedule = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=lr, total_steps=self.hparams.steps, pct_start=0.05
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         # max_eval: by default it is 1.25 * max_iter, which would leave the line search a single evaluation.
         return torch.optim.LBFGS(
             self.parameters(),
-            lr=self.hparams.lr,
+            lr=lr,
             max_iter=1,
             max_eval=25,
             history_size=20,
