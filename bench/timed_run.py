@@ -69,7 +69,7 @@ def instrument(clock: PhaseClock) -> None:
     clock.wrap(experiment, "build_datamodule", "embedding")
     clock.wrap(reducers.CosineEncoder, "prepare", "training")
     clock.wrap(experiment, "train", "training")
-    for name in ("reduce", "pair_similarities", "difference_stats"):
+    for name in ("reduce", "pair_similarities", "score_reduction"):
         clock.wrap(experiment, name, "evaluation")
     clock.wrap(plots, "study_charts", "logging: charts")
     clock.wrap(tracking, "log_figures", "logging: charts")
