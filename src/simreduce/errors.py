@@ -35,7 +35,7 @@ def exit_on_user_error(exit_code: int = 2) -> Iterator[None]:
         print(f"simreduce: error: {user_error}", file=sys.stderr)
         raise SystemExit(exit_code) from None
     except StopRequested as stop:
-        print(f"simreduce: {stop}; the open run is marked KILLED", file=sys.stderr)
+        print(f"simreduce: {stop}; a run it interrupted is marked KILLED", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import math
+import signal
 import time
 import warnings
 from datetime import datetime
@@ -13,10 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from simreduce import plots, tracking
 from simreduce.data import WordVectorDataModule
+from simreduce.errors import StopRequested
 from simreduce.evaluation import (
     PairSimilarities,
     difference_stats,
@@ -29,6 +32,7 @@ from simreduce.evaluation import (
 )
 from simreduce.paths import project_root
 from simreduce.selection import run_score
+from simreduce.signals import raise_if_stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +56,27 @@ def build_datamodule(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | N
     return datamodule
 
 
+class StopAtSignal(pl.Callback):
+    """Ends training at the step after a stop signal, where no MLflow call is half done (see `signals.py`).
+
+    Lightning checks for SIGTERM itself a little later in the same step and raises `SIGTERMException`, a
+    `SystemExit` with status 0; `train` turns that into `StopRequested` too."""
+
+    def on_train_batch_end(self, *args) -> None:
+        raise_if_stop_requested()
+
+
 def train(reducer: pl.LightningModule, datamodule: WordVectorDataModule, cfg: DictConfig, run_id: str) -> None:
     logger = MLFlowLogger(run_id=run_id, tracking_uri=mlflow.get_tracking_uri())
     trainer = instantiate(cfg.trainer, logger=logger)
+    trainer.callbacks.append(StopAtSignal())
     with warnings.catch_warnings():
         # The batches are slices of one in-memory tensor: worker processes would only add overhead.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(reducer, datamodule=datamodule)
+        try:
+            trainer.fit(reducer, datamodule=datamodule)
+        except SIGTERMException:
+            raise StopRequested(signal.SIGTERM) from None
 
 
 def score_reduction(
@@ -138,6 +156,7 @@ def run_experiment(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | Non
         tracking.log_config(cfg)
         started = time.perf_counter()
         reducer.prepare(datamodule.train_vectors)
+        raise_if_stop_requested()
         if reducer.trains:
             train(reducer, datamodule, cfg, run_id)
         train_seconds = time.perf_counter() - started
@@ -152,6 +171,7 @@ def run_experiment(cfg: DictConfig, loaded: tuple[list[str], torch.Tensor] | Non
             cfg.seed,
         )
         metrics = score_reduction(datamodule, reduced, pairs, dim, cfg) | {"train_seconds": train_seconds}
+        raise_if_stop_requested()
         mlflow.log_metrics(metrics)
 
         fit = pairs["fit"]

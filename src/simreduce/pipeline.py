@@ -4,11 +4,7 @@ The vectors are made first, with nothing heavier than torch and transformers imp
 an unloadable model then fails in about two seconds, not after Lightning's and MLflow's imports.
 """
 
-import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Iterator
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -17,8 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from simreduce.cache import VectorCache, cached_word_vectors
-from simreduce.errors import StopRequested, find_user_error
+from simreduce.errors import find_user_error
 from simreduce.paths import default_cache_dir
+from simreduce.signals import stop_signals_deferred
 from simreduce.words import load_words
 
 log = logging.getLogger(__name__)
@@ -35,25 +32,6 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _request_stop(signum: int, frame: object) -> None:
-    raise StopRequested(signum)
-
-
-@contextlib.contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGINT raise StopRequested, so the open MLflow run ends KILLED with the signal named
-    (Lightning would otherwise turn Ctrl-C into a bare `sys.exit(1)`)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, _request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def run_job(cfg: DictConfig) -> float:
     """Train (or fit) one reducer, log everything to MLflow, and return the selection score (rmse).
 
@@ -64,7 +42,7 @@ def run_job(cfg: DictConfig) -> float:
     words, vectors = prepare_vectors(cfg)
     from simreduce.experiment import run_experiment  # the heavy imports, deferred on purpose (see above)
 
-    with stop_signals_raise():
+    with stop_signals_deferred():
         try:
             return run_experiment(cfg, (words, vectors))
         except Exception as e:
