@@ -63,11 +63,12 @@ def instrument(clock: PhaseClock) -> None:
     import mlflow.tracking.fluent
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from simreduce import experiment, pipeline, plots, reducers, tracking
+    from simreduce import baselines, experiment, pipeline, plots, reducers, tracking
 
     clock.wrap(pipeline, "prepare_vectors", "embedding")
     clock.wrap(experiment, "build_datamodule", "embedding")
     clock.wrap(reducers.CosineEncoder, "prepare", "training")
+    clock.wrap(baselines.ClosedFormReducer, "prepare", "training")  # a closed-form fit is its training
     clock.wrap(experiment, "train", "training")
     for name in ("reduce", "pair_similarities", "score_reduction"):
         clock.wrap(experiment, name, "evaluation")

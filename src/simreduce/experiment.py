@@ -11,7 +11,6 @@ import lightning.pytorch as pl
 import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -31,6 +30,7 @@ from simreduce.evaluation import (
     similarity_spearman,
 )
 from simreduce.paths import project_root
+from simreduce.pipeline import in_multirun
 from simreduce.selection import run_score
 from simreduce.signals import raise_if_stop_requested
 
@@ -39,10 +39,8 @@ log = logging.getLogger(__name__)
 
 def current_sweep_id() -> str:
     """Shared by every job of one `-m` sweep (Hydra's sweep dir), so selection can find them all."""
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            return tracking.sweep_id_of(hydra_cfg.sweep.dir)
+    if in_multirun():
+        return tracking.sweep_id_of(HydraConfig.get().sweep.dir)
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 

@@ -28,7 +28,8 @@ def prepare_vectors(cfg: DictConfig) -> tuple[list[str], torch.Tensor]:
     return words, cached_word_vectors(instantiate(cfg.embedder), words, cache)
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
+    """Whether this job is one of a Hydra `-m` sweep."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -46,7 +47,7 @@ def run_job(cfg: DictConfig) -> float:
         try:
             return run_experiment(cfg, (words, vectors))
         except Exception as e:
-            if not _in_multirun():
+            if not in_multirun():
                 raise
             if user_error := find_user_error(e):
                 log.error("job failed: %s", user_error)
