@@ -4,7 +4,7 @@ from conftest import PROJECT_ROOT, compose_config, tiny_overrides
 from test_reducers import build, fit_full_batch, low_rank_vectors
 
 from simreduce.cli import main
-from simreduce.floor import cosine_floor, floor_table
+from simreduce.floor import FLOOR_RTOL, cosine_floor, floor_table
 from simreduce.losses import cosine_similarity_loss
 from simreduce.paths import ROOT_ENV
 
@@ -30,7 +30,8 @@ def test_floor_lies_below_every_reducer(vectors):
     floor = cosine_floor(vectors, DIM)
     classical = {name: reducer_loss(name, vectors) for name in ("pca", "svd", "random")}
     assert floor < 0.99 * min(classical.values()), (floor, classical)
-    assert floor <= reducer_loss("cosine", vectors, train=True)
+    # Both are optimisers that stop a hair short of their optimum: the floor is a floor to within its own tolerance.
+    assert floor <= reducer_loss("cosine", vectors, train=True) * (1 + FLOOR_RTOL)
 
 
 def test_floor_is_not_beaten_from_random_starts(vectors):
@@ -49,7 +50,7 @@ def test_floor_is_not_beaten_from_random_starts(vectors):
             return loss
 
         optimizer.step(closure)
-        assert cosine_similarity_loss(x, y).item() >= floor * (1 - 1e-6)
+        assert cosine_similarity_loss(x, y).item() >= floor * (1 - FLOOR_RTOL)
 
 
 def test_default_cosine_encoder_ends_within_two_percent_of_the_floor(vectors):

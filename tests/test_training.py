@@ -46,14 +46,19 @@ def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words
     assert not {name for name in model_files if name.endswith((".pth", ".pt", ".pkl"))}
 
 
-def test_same_seed_gives_same_metrics(project, tiny_llama, words_file):
+# The README's promise: a seeded run repeats its metrics to this relative tolerance, not bit for bit (float32
+# kernels round differently with memory alignment and thread timing, and between CPUs).
+SEEDED_RTOL = 1e-6
+
+
+def test_same_seed_gives_same_metrics_within_the_stated_tolerance(project, tiny_llama, words_file):
     cfg = compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=4", "encoder.init=random"])
-    first, second = run_job(cfg), run_job(cfg)
-    assert first == second
+    first, second = run_job(cfg), run_job(cfg)  # the first embeds, the second reads the cache
+    assert second == pytest.approx(first, rel=SEEDED_RTOL)
     other = run_job(
         compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=4", "encoder.init=random", "seed=1"])
     )
-    assert other != first
+    assert other != pytest.approx(first, rel=1000 * SEEDED_RTOL)
 
 
 def test_training_lowers_the_loss_from_random_init(project, tiny_llama, words_file):
