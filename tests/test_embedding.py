@@ -50,7 +50,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     ids=["offline", "unreachable"],
 )
 def test_unloadable_hub_model_fails_at_the_first_check_without_retrying(monkeypatch, hub_env, connections):
-    """"Fails fast" as what happens, not as seconds: the hub is tried at most once and no loader runs."""
+    """Fails fast, as what happens rather than seconds: the hub is tried at most once and no loader runs."""
     import transformers
 
     for name, value in hub_env.items():
