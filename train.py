@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 os.environ.setdefault("SIMREDUCE_ROOT", str(Path(__file__).resolve().parent))
 
 from simreduce.errors import exit_on_user_error  # noqa: E402
-from simreduce.pipeline import run_job  # noqa: E402
+from simreduce.job import run_job  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

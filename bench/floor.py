@@ -20,7 +20,6 @@ import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from simreduce import tracking  # noqa: E402
 from simreduce.floor import floor_table  # noqa: E402
 
 CLASSICAL = ("pca", "svd", "random")
@@ -57,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=args.overrides)
-    mlflow.set_tracking_uri(cfg.tracking.uri or tracking.default_tracking_uri())
+    mlflow.set_tracking_uri(cfg.tracking.uri)
     runs = sweep_runs(cfg.tracking.experiment, args.sweep)
     floors = pd.Series(floor_table(cfg, sorted(runs.dim.unique())), name="floor")
 

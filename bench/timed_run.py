@@ -58,28 +58,32 @@ class PhaseClock:
 
 
 def instrument(clock: PhaseClock) -> None:
-    """Attach the phases to the functions a job calls (see simreduce.pipeline and simreduce.experiment)."""
+    """Attach the phases to the functions a job calls (see simreduce.job)."""
     import mlflow
     import mlflow.tracking.fluent
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from simreduce import baselines, experiment, pipeline, plots, reducers, tracking
+    from simreduce import job, plots, scoring
+    from simreduce.reducers import closed_form, cosine
+    from simreduce.reducers.base import Candidate
+    from simreduce.tracking import TrackingStore, runs
 
-    clock.wrap(pipeline, "prepare_vectors", "embedding")
-    clock.wrap(experiment, "build_datamodule", "embedding")
-    clock.wrap(reducers.CosineEncoder, "prepare", "training")
-    clock.wrap(baselines.ClosedFormReducer, "prepare", "training")  # a closed-form fit is its training
-    clock.wrap(experiment, "train", "training")
-    for name in ("reduce", "pair_similarities", "score_reduction"):
-        clock.wrap(experiment, name, "evaluation")
+    clock.wrap(job, "load_data", "embedding")
+    clock.wrap(cosine.CosineEncoder, "fit", "training")
+    clock.wrap(closed_form.ClosedFormReducer, "fit", "training")  # a closed-form fit is its training
+    clock.wrap(job, "train", "training")
+    clock.wrap(Candidate, "transform", "evaluation")
+    clock.wrap(scoring, "score_reduction", "evaluation")
     clock.wrap(plots, "study_charts", "logging: charts")
-    clock.wrap(tracking, "log_figures", "logging: charts")
-    clock.wrap(tracking, "log_reducer_model", "logging: model")
-    for name in ("prepare_store", "git_commit", "log_config", "log_array"):
-        clock.wrap(tracking, name, "logging: run")
+    clock.wrap(runs.JobRun, "log_figures", "logging: charts")
+    clock.wrap(runs.JobRun, "log_model", "logging: model")
+    for name in ("log_config", "log_array", "log_metrics", "set_tag"):
+        clock.wrap(runs.JobRun, name, "logging: run")
+    for name in ("create", "experiment_id"):
+        clock.wrap(TrackingStore, name, "logging: run")
+    clock.wrap(runs, "git_commit", "logging: run")
     clock.wrap(mlflow, "start_run", "logging: run")
     clock.wrap(mlflow.tracking.fluent, "end_run", "logging: run")
-    clock.wrap(mlflow, "log_metrics", "logging: run")
     for name in ("log_metrics", "log_hyperparams", "finalize"):
         clock.wrap(MLFlowLogger, name, "logging: training curves")
 
@@ -92,12 +96,14 @@ def main(out: Path, train_args: list[str]) -> None:
         import lightning.pytorch  # noqa: F401
         import transformers  # noqa: F401
 
-        import simreduce.experiment  # noqa: F401  (lightning, mlflow, matplotlib, scipy: what a job imports)
-        from simreduce import pipeline
+        import simreduce.plots  # noqa: F401  (matplotlib)
+        import simreduce.scoring  # noqa: F401  (scipy, scikit-learn)
+        import simreduce.tracking.runs  # noqa: F401  (mlflow)
+        from simreduce import job
     imports = clock.totals.pop("imports")
     instrument(clock)
     spans = []  # Hydra's start-up, each job, Hydra's finish: {"wall": s, phase: s, ...}; the rest is "other"
-    run_job = pipeline.run_job
+    run_job = job.run_job
     mark = time.perf_counter()
 
     def close_span() -> None:
@@ -115,7 +121,7 @@ def main(out: Path, train_args: list[str]) -> None:
         close_span()  # this job, Hydra's set-up of it included
         return score
 
-    pipeline.run_job = timed_job  # train.py imports it by name, after this
+    job.run_job = timed_job  # train.py imports it by name, after this
     sys.argv = [str(PROJECT_ROOT / "train.py"), *train_args]
     runpy.run_path(sys.argv[0], run_name="__main__")
     close_span()

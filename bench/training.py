@@ -1,7 +1,7 @@
 """Lightning's fit loop against a plain torch loop running the same optimisation steps on the same data.
 
 Both start from one initialised encoder (built from `conf/encoder`, so the bench measures whatever recipe
-`simreduce.reducers` holds), read batches from the project's `BatchStream`, and run as many steps as
+`simreduce.reducers.cosine` holds), read batches from the project's `BatchStream`, and run as many steps as
 Lightning ran. The Lightning side is the real one: the trainer from `conf/trainer` (progress bar included)
 and the project's data module; only the MLflow logger is left out (its cost is in the sweep's `logging`).
 Runs alternate and the best of `repeats` is kept, so load from other processes cancels out of the ratio.
@@ -15,21 +15,25 @@ import torch
 from common import anisotropic_vectors, compose_config, print_table, quiet, synchronize
 from hydra.utils import instantiate
 
-from simreduce.data import BatchStream, WordVectorDataModule
+from simreduce.data import BatchStream, VectorDataModule
+from simreduce.sources import Vectors
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its banners, once per Trainer
 
 
-class InMemoryVectors(WordVectorDataModule):
-    """The project's data module with the vector cache replaced by a matrix already in memory."""
+class InMemorySource:
+    """A source whose vectors are already in memory."""
 
-    def __init__(self, vectors: torch.Tensor, batch_size: int, seed: int = 0):
-        super().__init__(embedder=None, val_fraction=0.0, batch_size=batch_size, seed=seed)
-        self.words = [f"w{i}" for i in range(len(vectors))]
+    def __init__(self, vectors: torch.Tensor):
         self.vectors = vectors
 
-    def prepare_data(self) -> None:
-        pass
+    def load(self) -> Vectors:
+        return Vectors([f"w{i}" for i in range(len(self.vectors))], self.vectors)
+
+
+def in_memory_data(vectors: torch.Tensor, batch_size: int) -> VectorDataModule:
+    """The project's data module over a matrix already in memory, no held-out rows."""
+    return VectorDataModule(InMemorySource(vectors), val_fraction=0.0, batch_size=batch_size)
 
 
 def optimizer_and_scheduler(configured):
@@ -73,7 +77,7 @@ def lightning_fit(module, cfg, vectors: torch.Tensor) -> tuple[int, torch.device
     trainer = instantiate(cfg.trainer, logger=False)
     with quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, datamodule=InMemoryVectors(vectors, cfg.data.batch_size))
+        trainer.fit(module, datamodule=in_memory_data(vectors, cfg.data.batch_size))
     synchronize(trainer.strategy.root_device)
     return trainer.global_step, trainer.strategy.root_device
 
@@ -85,7 +89,7 @@ def compare(vectors: torch.Tensor, dim: int, steps: int, accelerator: str, repea
         """The same start for every try (a deep copy of a parametrised module is not one)."""
         torch.manual_seed(0)
         module = instantiate(cfg.encoder, in_dim=vectors.shape[1])
-        module.prepare(vectors)
+        module.fit(vectors)
         return module
 
     best_lightning = best_plain = float("inf")

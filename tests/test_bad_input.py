@@ -1,10 +1,10 @@
 """Bad input costs the user one clear line and a non-zero exit, never a traceback or a half-written file."""
 
 import pytest
-from conftest import compose_config, run_python, tiny_overrides
+from helpers.project import compose_config, run_python, tiny_overrides
 
 from simreduce.errors import exit_on_user_error
-from simreduce.pipeline import run_job
+from simreduce.job import run_job
 from simreduce.words import clean_words
 
 
@@ -92,6 +92,7 @@ def test_unwritable_mlflow_store(project, tiny, capsys):
     assert "is not writable" in err and str(blocker) in err
 
 
+@pytest.mark.slow
 def test_unknown_config_option_exits_non_zero(tmp_path):
     proc = run_python(["train.py", "encoder=nope"], tmp_path, timeout=60)
     assert proc.returncode != 0

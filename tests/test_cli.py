@@ -5,13 +5,14 @@ import logging
 import mlflow
 import numpy as np
 import pytest
-from conftest import HIDDEN, WORDS, artifact_paths, compose_config, run_python, tiny_overrides, tiny_sweep
+from helpers.project import CHARTS, artifact_paths, compose_config, run_python, store_uri, tiny_overrides, tiny_sweep
+from helpers.tiny_model import HIDDEN, WORDS
 from omegaconf import OmegaConf
 
 from simreduce.cli import main
 from simreduce.hydra_callbacks import SelectSweepWinner
-from simreduce.pipeline import run_job
-from simreduce.tracking import prepare_store
+from simreduce.job import run_job
+from simreduce.tracking import TrackingStore
 
 SWEEP_CHARTS = {
     "plots/base_distributions.png",
@@ -19,10 +20,6 @@ SWEEP_CHARTS = {
     "plots/base_and_difference.png",
     "plots/metrics_vs_dim.png",
 }
-
-
-def store_uri(root) -> str:
-    return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
 
 
 def user_error(capsys, argv: list[str]) -> str:
@@ -50,12 +47,18 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     summary = runs[runs["tags.mlflow.runName"].str.startswith("sweep-")]
     jobs = runs[runs["tags.encoder"].notna()]
     assert len(summary) == 1 and len(jobs) == 2
+    assert list(jobs.status) == ["FINISHED", "FINISHED"] and jobs["tags.sweep_id"].nunique() == 1
+    assert jobs["metrics.fit/rmse"].notna().all()
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # the project's store, not one in the sweep dir
+    assert not (tmp_path / "multirun" / "mlruns").exists()
     summary_id = summary.run_id.iloc[0]
     assert summary["tags.mlflow.runName"].iloc[0] == f"sweep-{jobs['tags.sweep_id'].iloc[0]}"
     assert (jobs["tags.mlflow.parentRunId"] == summary_id).all()
     assert SWEEP_CHARTS | {"selection/ranking.csv", "selection/ranking.md"} <= artifact_paths(summary_id)
     ranking = mlflow.artifacts.load_text(f"runs:/{summary_id}/selection/ranking.csv")
     assert "cosine-d0004" in ranking and "cosine-d0008" in ranking
+    for run_id in jobs.run_id:
+        assert CHARTS <= artifact_paths(run_id)
     for metric in ("fit/spearman", "fit/knn_recall_at_10", "fit/trustworthiness_at_10", "bound_ey"):
         assert jobs[f"metrics.{metric}"].notna().all()
     assert (jobs["metrics.rmse_over_bound"] >= 1).all()  # the Eckart-Young floor is a floor
@@ -92,15 +95,17 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     assert not (tmp_path / "z.npy").exists()
 
 
-def test_select_errors_are_one_line(project, capsys):
+def test_select_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))  # a project with no store yet
     assert "there is no MLflow store" in user_error(capsys, ["select"])
-    assert not (project / "mlruns").exists()
-    prepare_store(store_uri(project), "empty")
+    assert not (tmp_path / "mlruns").exists()
+    TrackingStore.create(store_uri(tmp_path)).experiment_id("empty")
     capsys.readouterr()
     assert "no finished sweep runs" in user_error(capsys, ["select"])
     assert "experiment 'nope'" in user_error(capsys, ["select", "--experiment", "nope"])
 
 
+@pytest.mark.slow
 def test_cli_subprocess_exits_non_zero_without_traceback(tmp_path):
     proc = run_python(["-m", "simreduce.cli", "select", "--sweep", "nope"], tmp_path, timeout=120)
     assert proc.returncode == 2

@@ -2,14 +2,14 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import CHARTS, artifact_paths, compose_config, job_runs, run_python, store_runs, tiny_overrides
+from helpers.project import CHARTS, artifact_paths, compose_config, job_runs, run_python, store_runs, tiny_overrides
 from sklearn.decomposition import PCA
 
-from simreduce.experiment import build_datamodule
-from simreduce.pipeline import run_job
+from simreduce.data import load_data
+from simreduce.job import run_job
 
 REDUCERS = ["cosine", "autoencoder", "pca", "svd", "random"]
-DIMS = [4, 8]
+DIMS = [4]
 
 
 def shared_overrides(model, words) -> list[str]:
@@ -54,7 +54,7 @@ def test_baseline_is_logged_as_a_model_that_serves_its_transform(project, tiny_l
     assert run["tags.mlflow.runName"] == "pca-d0004"
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
     model = mlflow.pytorch.load_model(logged.model_uri)
-    datamodule = build_datamodule(cfg)
+    datamodule = load_data(cfg.data)
     expected = PCA(4).fit(datamodule.train_vectors.double().numpy()).transform(datamodule.vectors.double().numpy())
     with torch.no_grad():
         served = model(datamodule.vectors).numpy()

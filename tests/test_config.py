@@ -1,5 +1,48 @@
-from conftest import compose_config
+import lightning.pytorch as pl
+import pytest
+from helpers.project import PROJECT_ROOT, compose_config
 from hydra.utils import instantiate
+
+from simreduce.paths import ROOT_ENV
+
+# Built with a width; every other group instantiates as composed.
+NEEDS_INPUT_WIDTH = {"encoder"}
+NOT_OBJECTS = {"paths", "tracking", "select", "floor"}  # plain settings
+
+
+def group_options() -> list[tuple[str, str]]:
+    return sorted(
+        (group.name, option.stem)
+        for group in (PROJECT_ROOT / "conf").iterdir()
+        if group.is_dir()
+        for option in group.glob("*.yaml")
+    )
+
+
+@pytest.mark.parametrize(("group", "option"), group_options(), ids=lambda v: v)
+def test_every_option_of_every_group_composes_and_builds(group, option, tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
+    if group == "experiment":  # an overlay of the whole config, launcher included
+        assert compose_config([f"+experiment={option}"]) != compose_config([])
+        return
+    cfg = compose_config([f"{group}={option}"])
+    if group in NOT_OBJECTS:
+        assert cfg[group]
+        return
+    built = (
+        instantiate(cfg[group], in_dim=4 * cfg.encoder.dim) if group in NEEDS_INPUT_WIDTH else instantiate(cfg[group])
+    )
+    assert built is not None
+    if group == "trainer":
+        assert isinstance(built, pl.Trainer)
+
+
+def test_run_time_folders_are_interpolated_from_the_project_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
+    cfg = compose_config([])
+    assert cfg.paths.root == str(tmp_path)
+    assert cfg.data.cache_dir == f"{tmp_path}/.cache/vectors"
+    assert cfg.tracking.uri == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
 
 
 def test_default_config_is_the_study_setup():
@@ -22,6 +65,6 @@ def test_deepseek_coder_names_the_reference_model():
 def test_overrides_reach_the_built_objects():
     cfg = compose_config(["encoder.dim=16", "encoder.hidden=[32]", "encoder.steps=7"])
     encoder = instantiate(cfg.encoder, in_dim=64)
-    assert encoder.hparams.dim == 16
+    assert encoder.dim == 16
     assert [m.out_features for m in encoder.net if hasattr(m, "out_features")] == [32, 16]
     assert cfg.trainer.max_steps == 7

@@ -2,7 +2,7 @@ import socket
 
 import pytest
 import torch
-from conftest import HIDDEN, WORDS
+from helpers.tiny_model import HIDDEN, WORDS
 
 from simreduce.embedding import WordEmbedder, load_pretrained, pool_hidden_states, resolve_model_source
 from simreduce.errors import SimreduceError

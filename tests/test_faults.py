@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, job_runs, project_env, run_python, store_runs, tiny_sweep
+from helpers.project import PROJECT_ROOT, job_runs, project_env, run_python, store_runs, tiny_sweep
 
 # Training that never stops by itself (no plateau can show in a million steps): long enough to be killed.
 LONG_TRAINING = ["encoder.steps=1000000", "encoder.plateau_patience=1000000", "trainer.val_check_interval=1000"]
 
 
-def start_and_wait_until_training(args: list[str], root: Path) -> subprocess.Popen:
+def start_and_wait_until_training(args: list[str], root: Path, run_name: str) -> subprocess.Popen:
+    """Start `python ARGS` and return once its run `run_name` has logged a training loss."""
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=PROJECT_ROOT,
@@ -22,15 +23,22 @@ def start_and_wait_until_training(args: list[str], root: Path) -> subprocess.Pop
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        runs = store_runs(root)
-        if (runs.status == "RUNNING").any() and "metrics.train/loss" in runs:
-            return proc
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline:
+            runs = store_runs(root)
+            if "metrics.train/loss" in runs:  # once any run has logged a loss, every column is there
+                training = (runs.status == "RUNNING") & (runs["tags.mlflow.runName"] == run_name)
+                if runs.loc[training, "metrics.train/loss"].notna().any():
+                    return proc
+            time.sleep(0.2)
+    except BaseException:
+        proc.kill()  # never leave a training process behind
+        raise
     proc.kill()
     pytest.fail("the job never started training")
 
 
+@pytest.mark.slow
 def test_failing_job_is_marked_failed_and_the_sweep_goes_on(tmp_path, tiny_llama, words_file):
     proc = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=40,4"), tmp_path)
     assert proc.returncode == 1
@@ -47,7 +55,7 @@ def test_failing_job_is_marked_failed_and_the_sweep_goes_on(tmp_path, tiny_llama
 @pytest.mark.slow
 def test_sigterm_ends_the_run_killed(tmp_path, tiny_llama, words_file):
     args = tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=4", *LONG_TRAINING)
-    proc = start_and_wait_until_training(args, tmp_path)
+    proc = start_and_wait_until_training(args, tmp_path, "cosine-d0004")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode != 0
@@ -64,11 +72,10 @@ def test_killed_sweep_resumes_without_redoing_finished_sizes(tmp_path, tiny_llam
         overrides = ["encoder.steps=400", "encoder.plateau_patience=1000000"]
         return tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", f"encoder.dim={dims}", *overrides)
 
-    assert run_python(sweep("4"), tmp_path).returncode == 0
-    killed = start_and_wait_until_training(sweep("8"), tmp_path)
+    killed = start_and_wait_until_training(sweep("4,8"), tmp_path, "cosine-d0008")  # once size 4 has finished
     killed.kill()  # SIGKILL: no handler runs, the run is left RUNNING
     killed.wait(timeout=30)
-    assert sorted(store_runs(tmp_path).status) == ["FINISHED", "FINISHED", "RUNNING"]  # with the sweep summary
+    assert list(store_runs(tmp_path).status) == ["FINISHED", "RUNNING"]  # no sweep summary: it never ended
 
     resumed = run_python(sweep("4,8"), tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:]

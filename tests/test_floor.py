@@ -1,7 +1,7 @@
 import pytest
 import torch
-from conftest import PROJECT_ROOT, compose_config, tiny_overrides
-from test_reducers import build, fit_full_batch, low_rank_vectors
+from helpers.project import PROJECT_ROOT, compose_config, tiny_overrides
+from helpers.reducers import build, fit_full_batch, low_rank_vectors
 
 from simreduce.cli import main
 from simreduce.floor import FLOOR_RTOL, cosine_floor, floor_table
@@ -23,7 +23,7 @@ def reducer_loss(name: str, x: torch.Tensor, train: bool = False) -> float:
     if train:
         fit_full_batch(reducer, x, max_steps=reducer.hparams.steps)
     with torch.no_grad():
-        return cosine_similarity_loss(x, reducer(x)).item()
+        return cosine_similarity_loss(x, reducer.net(x)).item()
 
 
 def test_floor_lies_below_every_reducer(vectors):

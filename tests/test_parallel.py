@@ -1,7 +1,7 @@
 """Two jobs at once (Hydra's joblib launcher) on a fresh MLflow store and vector cache: no race."""
 
 import pytest
-from conftest import job_runs, run_python, store_runs, tiny_sweep
+from helpers.project import job_runs, run_python, store_runs, tiny_sweep
 
 
 @pytest.mark.slow

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
-from hydra.utils import instantiate
+from helpers.reducers import DIM, D, N, build, fit_full_batch, low_rank_vectors
 from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.random_projection import GaussianRandomProjection
 from torch import nn
@@ -14,44 +13,11 @@ from torch.utils.data import DataLoader
 from simreduce.data import BatchStream
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss, pairwise_cosine
-from simreduce.reducers import Autoencoder, CosineEncoder
+from simreduce.reducers.autoencoder import Autoencoder
+from simreduce.reducers.cosine import CosineEncoder
 
 REDUCERS = ["cosine", "autoencoder", "pca", "svd", "random"]
 CLOSED_FORM = ["pca", "svd", "random"]
-N, D, DIM = 40, 12, 5
-
-
-def low_rank_vectors(n: int = N, d: int = D, rank: int = 6, seed: int = 0) -> torch.Tensor:
-    """[n, d] vectors with an offset and most of their variance in `rank` directions, like real embeddings."""
-    g = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(n, rank, generator=g) @ torch.randn(rank, d, generator=g)
-        + 0.1 * torch.randn(n, d, generator=g)
-        + torch.randn(d, generator=g)
-    )
-
-
-def build(name: str, x: torch.Tensor, *overrides: str, dim: int = DIM) -> pl.LightningModule:
-    """The reducer of config `encoder=name`, prepared on x [N, D] as `train.py` would."""
-    cfg = compose_config([f"encoder={name}", f"encoder.dim={dim}", *overrides])
-    pl.seed_everything(cfg.seed, verbose=False)
-    reducer = instantiate(cfg.encoder, in_dim=x.shape[1])
-    reducer.prepare(x)
-    return reducer
-
-
-def fit_full_batch(reducer: pl.LightningModule, x: torch.Tensor, max_steps: int) -> None:
-    """Lightning's fit loop on x [N, D] as one batch per step, without logger, checkpoints or validation."""
-    trainer = pl.Trainer(
-        max_steps=max_steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-    )
-    trainer.fit(reducer, DataLoader([x] * max_steps, batch_size=None))
 
 
 @pytest.mark.parametrize("name", REDUCERS)
@@ -59,12 +25,15 @@ def test_every_reducer_maps_to_dim_through_its_net(name):
     x = low_rank_vectors()
     reducer = build(name, x)
     assert reducer.kind == name
-    assert reducer.hparams.dim == DIM
+    assert reducer.dim == DIM
+    y = reducer.transform(x)
+    assert y.shape == (N, DIM)
     with torch.no_grad():
-        y = reducer(x)
-        assert y.shape == (N, DIM)
         assert torch.equal(reducer.net(x), y)
     assert reducer.trains == (name in ("cosine", "autoencoder"))
+    (candidate,) = reducer.candidates()
+    assert (candidate.run_name, candidate.precision) == (f"{name}-d{DIM:04d}", "float32")
+    assert torch.equal(candidate.transform(x), y)
 
 
 @pytest.mark.parametrize("name", CLOSED_FORM)
@@ -78,7 +47,7 @@ def test_closed_form_reducers_are_one_linear_map(name):
 def test_same_seed_same_map(name):
     x = low_rank_vectors()
     first, second = build(name, x), build(name, x)
-    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+    for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -86,14 +55,14 @@ def test_same_seed_same_map(name):
 def test_another_seed_another_map(name):
     x = low_rank_vectors()
     with torch.no_grad():
-        assert not torch.allclose(build(name, x)(x), build(name, x, "seed=1")(x))
+        assert not torch.allclose(build(name, x).transform(x), build(name, x, "seed=1").transform(x))
 
 
 def test_pca_matches_scikit_learn_transform_including_centring():
     x = low_rank_vectors()
     expected = PCA(DIM).fit(x.double().numpy()).transform(x.double().numpy())
     with torch.no_grad():
-        got = build("pca", x)(x).double().numpy()
+        got = build("pca", x).transform(x).double().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
@@ -103,10 +72,13 @@ def test_svd_matches_scikit_learn_on_normalised_vectors_and_keeps_cosines_on_raw
     expected = TruncatedSVD(DIM, algorithm="arpack", random_state=0).fit(unit).transform(unit)
     reducer = build("svd", x)
     with torch.no_grad():
-        np.testing.assert_allclose(reducer(torch.from_numpy(unit).float()).numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(reducer.transform(torch.from_numpy(unit).float()).numpy(), expected, atol=1e-5)
         # Raw rows come out rescaled, which no cosine similarity sees.
         torch.testing.assert_close(
-            pairwise_cosine(reducer(x)).double(), pairwise_cosine(torch.from_numpy(expected)), atol=1e-5, rtol=0
+            pairwise_cosine(reducer.transform(x)).double(),
+            pairwise_cosine(torch.from_numpy(expected)),
+            atol=1e-5,
+            rtol=0,
         )
 
 
@@ -114,14 +86,14 @@ def test_random_projection_matches_scikit_learn_transform():
     x = low_rank_vectors()
     expected = GaussianRandomProjection(DIM, random_state=0).fit(x.numpy()).transform(x.double().numpy())
     with torch.no_grad():
-        np.testing.assert_allclose(build("random", x)(x).numpy(), expected, atol=1e-4)
+        np.testing.assert_allclose(build("random", x).transform(x).numpy(), expected, atol=1e-4)
 
 
 def test_cosine_encoder_starts_at_the_svd_baseline():
     x = low_rank_vectors()
     with torch.no_grad():
         start = cosine_similarity_loss(x, build("cosine", x)(x))
-        svd = cosine_similarity_loss(x, build("svd", x)(x))
+        svd = cosine_similarity_loss(x, build("svd", x).transform(x))
     assert start.item() == pytest.approx(svd.item(), rel=1e-4)
 
 

@@ -5,13 +5,13 @@ from itertools import islice
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, store_runs, tiny_overrides
+from helpers.project import compose_config, store_runs, tiny_overrides
 
-from simreduce import data
-from simreduce.data import BatchStream, RowBatches, WordVectorDataModule
+from simreduce.data import BatchStream, RowBatches, VectorDataModule
 from simreduce.evaluation import pair_similarities
+from simreduce.job import run_job
 from simreduce.losses import pairwise_cosine
-from simreduce.pipeline import run_job
+from simreduce.sources import Vectors
 from simreduce.words import top_english_words
 
 
@@ -71,17 +71,25 @@ def test_large_frequent_word_lists_hold_words_not_symbols():
     assert "°" in top_n_list("en", 5000) and "°" not in words and "😂" not in words
 
 
-def test_the_data_module_reads_a_large_cache_once_per_process(monkeypatch, words_file):
-    reads = []
-    monkeypatch.setattr(
-        data, "cached_word_vectors", lambda embedder, words, cache: reads.append(1) or numbered_rows(len(words))
-    )
-    module = WordVectorDataModule(embedder=None, words_file=str(words_file), batch_size=8)
+class CountingSource:
+    """A source of 20 numbered rows that counts its loads."""
+
+    def __init__(self):
+        self.loads = 0
+
+    def load(self) -> Vectors:
+        self.loads += 1
+        return Vectors([str(i) for i in range(20)], numbered_rows(20))
+
+
+def test_the_data_module_reads_a_large_cache_once_per_process():
+    source = CountingSource()
+    module = VectorDataModule(source, batch_size=8)
     module.prepare_data()
     module.setup("fit")
     module.prepare_data()  # Trainer.fit calls it again
     module.setup("fit")
-    assert len(reads) == 1
+    assert source.loads == 1
     assert len(module.train_idx) + len(module.val_idx) == len(module.vectors)
 
 

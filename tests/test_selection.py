@@ -1,8 +1,11 @@
 import pandas as pd
 import pytest
+from helpers.project import compose_config
 
 from simreduce.errors import SimreduceError
 from simreduce.selection import TABLE_COLUMNS, markdown_table, select_winner, text_table
+
+TOLERANCE = compose_config([]).select.tolerance  # the default rule
 
 
 def runs(*rows: tuple) -> pd.DataFrame:
@@ -43,7 +46,9 @@ def test_smallest_dim_within_tolerance_wins():
 
 
 def test_table_is_ranked_by_score_and_marks_the_winner():
-    selection = select_winner(runs(("cosine", 16, 0.3, False), ("cosine", 64, 0.1, False), ("cosine", 32, 0.2, False)))
+    selection = select_winner(
+        runs(("cosine", 16, 0.3, False), ("cosine", 64, 0.1, False), ("cosine", 32, 0.2, False)), TOLERANCE
+    )
     table = selection.table
     assert list(table.dim) == [64, 32, 16]
     assert list(table["rank"]) == [1, 2, 3]
@@ -73,13 +78,13 @@ def test_degenerate_runs_are_flagged_and_cannot_win():
 
 
 def test_all_degenerate_still_names_a_winner_and_says_so():
-    selection = select_winner(runs(("cosine", 16, 0.01, True), ("cosine", 32, 0.0101, True)))
+    selection = select_winner(runs(("cosine", 16, 0.01, True), ("cosine", 32, 0.0101, True)), TOLERANCE)
     assert selection.winner.dim == 16
     assert "every run is degenerate" in selection.reason
 
 
 def test_single_run_wins():
-    selection = select_winner(runs(("cosine", 8, 0.3, False)))
+    selection = select_winner(runs(("cosine", 8, 0.3, False)), TOLERANCE)
     assert selection.winner.dim == 8
     assert "only run" in selection.reason
 
@@ -88,7 +93,7 @@ def test_without_heldout_pairs_the_fit_rmse_is_the_score():
     sweep = runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False)).drop(
         columns=[c for c in runs(("x", 1, 0.1, False)).columns if c.startswith("heldout/")]
     )
-    selection = select_winner(sweep)
+    selection = select_winner(sweep, TOLERANCE)
     assert selection.table.pairs.eq("fit").all()
     assert selection.table.score.tolist() == pytest.approx([0.09, 0.18])
     assert "fit rmse" in selection.reason
@@ -98,11 +103,11 @@ def test_bad_tolerance_and_empty_sweeps_are_user_errors():
     with pytest.raises(SimreduceError, match="tolerance"):
         select_winner(runs(("cosine", 8, 0.3, False)), -0.1)
     with pytest.raises(SimreduceError, match="nothing to select"):
-        select_winner(runs(("cosine", 8, 0.3, False)).iloc[:0])
+        select_winner(runs(("cosine", 8, 0.3, False)).iloc[:0], TOLERANCE)
 
 
 def test_markdown_and_text_tables_hold_every_run():
-    selection = select_winner(runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False)))
+    selection = select_winner(runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False)), TOLERANCE)
     md = markdown_table(selection.table).splitlines()
     assert md[0].startswith("| rank | winner | run |") and md[1].startswith("| --- |")
     assert len(md) == 4 and "cosine-d0032" in md[2]

@@ -2,18 +2,15 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import (
+from helpers.project import (
     CHARTS,
     artifact_paths,
     compose_config,
-    job_runs,
-    run_python,
     store_runs,
     tiny_overrides,
-    tiny_sweep,
 )
 
-from simreduce.pipeline import run_job
+from simreduce.job import run_job
 
 STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "p99"]
 
@@ -75,18 +72,3 @@ def test_training_lowers_the_loss_from_random_init(project, tiny_llama, words_fi
     history = mlflow.MlflowClient().get_metric_history(store_runs(project).run_id[0], "train/loss")
     losses = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert losses[-1] < 0.75 * losses[0]
-
-
-@pytest.mark.slow
-def test_multirun_sweep_subprocess(tmp_path, tiny_llama, words_file):
-    proc = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "multirun", "encoder.dim=4,8"), tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = job_runs(store_runs(tmp_path))
-    assert sorted(runs["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0008"]
-    assert list(runs.status) == ["FINISHED", "FINISHED"]
-    assert runs["tags.sweep_id"].nunique() == 1
-    for run_id in runs.run_id:
-        assert CHARTS <= artifact_paths(run_id)
-    assert runs["metrics.fit/rmse"].notna().all()
-    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
-    assert not (tmp_path / "multirun" / "mlruns").exists()

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, compose_config
+from helpers.project import PROJECT_ROOT, compose_config
 
 from simreduce.embedding import WordEmbedder
 from simreduce.errors import SimreduceError

@@ -102,8 +102,3 @@ class VectorCache:
                 self.save(key, words, vectors)
                 log.info("cached %d vectors of width %d in %s", *vectors.shape, path)
         return vectors
-
-
-def cached_word_vectors(embedder, words: list[str], cache: VectorCache) -> torch.Tensor:
-    """[N, D] vectors of `words` from `embedder` (a `WordEmbedder`), embedded only on a cache miss."""
-    return cache.get_or_build(embedder.cache_key(), words, embedder.embed)

@@ -8,13 +8,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from simreduce.errors import exit_on_user_error
-from simreduce.selection import DEFAULT_TOLERANCE
+from simreduce.paths import CONFIG_DIR, default_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--tracking-uri", help="the MLflow store (default: sqlite:///<project root>/mlruns/mlflow.db)")
+    store.add_argument("--tracking-uri", help="the MLflow store (default: the SQLite store in <project root>/mlruns/)")
     parser = argparse.ArgumentParser(prog="simreduce", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -30,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument(
         "--tolerance",
         type=float,
-        default=DEFAULT_TOLERANCE,
-        help="the winner is the smallest dim whose score is within this share of the best (default: %(default)s)",
+        default=OmegaConf.load(CONFIG_DIR / "select" / "default.yaml").tolerance,
+        help="the winner is the smallest dim whose score is within this share of the best (default: %(default)s, "
+        "select.tolerance of train.py)",
     )
 
     compress = commands.add_parser(
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the cosine loss, to compare a run's fit/rmse^2 with.",
     )
     floor.add_argument(
-        "--dims", type=lambda s: [int(d) for d in s.split(",")], default=[16, 32, 64, 128, 256], help="e.g. 16,32"
+        "--dims", type=lambda s: [int(d) for d in s.split(",")], help="e.g. 16,32 (default: floor.dims of the config)"
     )
     floor.add_argument("overrides", nargs="*", help="train.py's Hydra overrides, e.g. data.n_words=1000")
     return parser
@@ -73,23 +76,23 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     show_logs()
     with exit_on_user_error():
-        from simreduce import tracking  # MLflow's import is deferred so that --help stays quick
-
         if args.command == "floor":
             from simreduce.floor import floor_report
 
             print("\n".join(floor_report(args.overrides, args.dims)))
             return
-        uri = args.tracking_uri or tracking.default_tracking_uri()
-        if args.command == "select":
-            from simreduce.summary import summarise_sweep
+        from simreduce.tracking import TrackingStore  # MLflow's import is deferred so that --help stays quick
 
-            for result in summarise_sweep(uri, args.sweep, args.experiment, args.tolerance):
+        store = TrackingStore.open(args.tracking_uri or default_paths().store_uri)
+        if args.command == "select":
+            from simreduce.sweep import summarise_sweep
+
+            for result in summarise_sweep(store, args.sweep, args.tolerance, args.experiment):
                 print(result.report())
         else:
             from simreduce.compress import compress_file
 
-            reduced = compress_file(uri, args.model, args.input, args.output)
+            reduced = compress_file(store, args.model, args.input, args.output)
             print(f"wrote {reduced.shape[0]} x {reduced.shape[1]} vectors to {args.output}")
 
 

@@ -1,17 +1,17 @@
-"""Words -> cached vectors -> seeded train/val split -> batches for Lightning."""
+"""A source's vectors -> seeded train/val split -> batches for Lightning."""
 
 import logging
 from collections.abc import Iterator
 
 import lightning.pytorch as pl
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from simreduce.cache import VectorCache, cached_word_vectors
 from simreduce.embedding import WordEmbedder
 from simreduce.errors import SimreduceError
-from simreduce.paths import default_cache_dir
-from simreduce.words import load_words
+from simreduce.sources import VectorSource, WordSource
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ class RowBatches(Dataset):
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded permutation of [0, n) cut into (train, val) index tensors, each kept sorted."""
-    if not 0 <= val_fraction < 1:
-        raise SimreduceError(f"data.val_fraction={val_fraction} is outside [0, 1): use e.g. 0.2, or 0 for no split.")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = round(n * val_fraction)
     if n - n_val < 2:
@@ -81,56 +79,42 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
-class WordVectorDataModule(pl.LightningDataModule):
-    """Builds the vector cache in `prepare_data`, loads and splits it in `setup`."""
+class VectorDataModule(pl.LightningDataModule):
+    """A source's vectors, split into train/val by a seeded permutation and served as batches.
 
-    def __init__(
-        self,
-        embedder: WordEmbedder,
-        n_words: int = 512,
-        words_file: str | None = None,
-        val_fraction: float = 0.2,
-        batch_size: int = 1024,
-        cache_dir: str | None = None,
-        seed: int = 0,
-    ):
+    `prepare_data` builds the source's cache if it is missing; `setup` loads and splits. The vectors are loaded
+    once per process and kept: a large cache is read and hashed once, whoever calls these hooks.
+    """
+
+    def __init__(self, source: VectorSource, val_fraction: float = 0.2, batch_size: int = 1024, seed: int = 0):
         super().__init__()
         if batch_size < 2:
             raise SimreduceError(f"data.batch_size={batch_size} is below 2: a batch needs pairs.")
-        self.embedder = embedder
-        self.n_words = n_words
-        self.words_file = words_file
+        if not 0 <= val_fraction < 1:
+            raise SimreduceError(
+                f"data.val_fraction={val_fraction} is outside [0, 1): use e.g. 0.2, or 0 for no split."
+            )
+        self.source = source
         self.val_fraction = val_fraction
         self.batch_size = batch_size
-        self.cache = VectorCache(cache_dir or default_cache_dir())
         self.seed = seed
-        self.words: list[str] | None = None
+        self.ids: list[str] | None = None
         self.vectors: torch.Tensor | None = None
         self.train_idx: torch.Tensor | None = None
         self.val_idx: torch.Tensor | None = None
 
-    def _load(self) -> torch.Tensor:
-        self.words = self.words or load_words(self.n_words, self.words_file)
-        return cached_word_vectors(self.embedder, self.words, self.cache)
-
     def prepare_data(self) -> None:
-        # The vectors are kept, so that neither `setup` nor `Trainer.fit` calling this hook again reads and
-        # hashes a large cache file a second time; processes where Lightning skips this hook load in `setup`.
         if self.vectors is None:
-            self.vectors = self._load()
+            loaded = self.source.load()
+            self.ids, self.vectors = loaded.ids, loaded.vectors
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_idx is not None:
             return
-        if self.vectors is None:
-            self.vectors = self._load()
-        self.train_idx, self.val_idx = split_indices(len(self.words), self.val_fraction, self.seed)
+        self.prepare_data()
+        self.train_idx, self.val_idx = split_indices(len(self.ids), self.val_fraction, self.seed)
         log.info(
-            "%d words x %d dims: %d train, %d val",
-            len(self.words),
-            self.dim,
-            len(self.train_idx),
-            len(self.val_idx),
+            "%d vectors x %d dims: %d train, %d val", len(self.ids), self.dim, len(self.train_idx), len(self.val_idx)
         )
 
     @property
@@ -139,6 +123,7 @@ class WordVectorDataModule(pl.LightningDataModule):
 
     @property
     def train_vectors(self) -> torch.Tensor:
+        """A gathered copy of the training rows [N_train, D]: take it once per use, not per access."""
         return self.vectors[self.train_idx]
 
     def train_dataloader(self) -> DataLoader:
@@ -148,3 +133,24 @@ class WordVectorDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(RowBatches(self.vectors, self.val_idx, self.batch_size), batch_size=None)
+
+
+class WordDataModule(VectorDataModule):
+    """`data=words`: a `WordSource` with the split and batch settings every source shares."""
+
+    def __init__(
+        self,
+        embedder: WordEmbedder,
+        cache_dir: str,
+        n_words: int = 512,
+        words_file: str | None = None,
+        **split,
+    ):
+        super().__init__(WordSource(embedder, cache_dir, n_words, words_file), **split)
+
+
+def load_data(data_cfg: DictConfig) -> VectorDataModule:
+    """The configured data module (config group `data`), its vectors loaded and split."""
+    datamodule = instantiate(data_cfg)
+    datamodule.setup("fit")
+    return datamodule

@@ -5,10 +5,9 @@ normalised, so it sits below what any reducer can reach. The true floor optimise
 which is what `cosine_similarity_loss` sees of any reducer's output; a reducer's final training loss
 (= fit/rmse² with full-batch training) divided by it says how much is left on the table.
 
-`python -m simreduce.floor [--dims 16,32,...] [hydra overrides]` prints it for the configured words.
+`simreduce floor [--dims 16,32,...] [hydra overrides]` prints it for the configured words.
 """
 
-import sys
 from collections.abc import Sequence
 
 import torch
@@ -16,11 +15,10 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from simreduce.baselines import cosine_svd_axes
 from simreduce.losses import cosine_similarity_loss
-from simreduce.paths import project_root
+from simreduce.paths import CONFIG_DIR
+from simreduce.reducers.closed_form import cosine_svd_axes
 
-DIMS = (16, 32, 64, 128, 256)
 # How far "below the floor" a reducer may appear: the floor is an optimum found in float64, a reducer's loss is
 # evaluated in float32, whose rounding alone moves it by about 1e-7 (relative) either way.
 FLOOR_RTOL = 1e-6
@@ -50,23 +48,18 @@ def cosine_floor(vectors: torch.Tensor, dim: int, max_iter: int = 1000) -> float
         return cosine_similarity_loss(x, y).item()
 
 
-def floor_table(cfg: DictConfig, dims: Sequence[int] = DIMS) -> dict[int, float]:
-    """The floor of the configured training words (same words, split and seed as `train.py`) per dim."""
-    from simreduce.experiment import build_datamodule  # Lightning and MLflow: only once the config is valid
+def floor_table(cfg: DictConfig, dims: Sequence[int] | None = None) -> dict[int, float]:
+    """The floor of the configured training words (same words, split and seed as `train.py`) per dim
+    (default: `floor.dims`)."""
+    from simreduce.data import load_data  # Lightning: only once the config is valid
 
-    train_vectors = build_datamodule(cfg).train_vectors
-    return {dim: cosine_floor(train_vectors, dim) for dim in dims}
+    train_vectors = load_data(cfg.data).train_vectors
+    return {dim: cosine_floor(train_vectors, dim) for dim in dims or cfg.floor.dims}
 
 
-def floor_report(overrides: Sequence[str], dims: Sequence[int] = DIMS) -> list[str]:
+def floor_report(overrides: Sequence[str], dims: Sequence[int] | None = None) -> list[str]:
     """The floor of `train.py`'s config with Hydra `overrides`, as markdown table lines, one per dim."""
-    with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     rows = [f"| {dim} | {loss:.4e} | {loss**0.5:.5f} |" for dim, loss in floor_table(cfg, dims).items()]
     return ["| dim | floor loss | floor rmse |", "| ---: | ---: | ---: |", *rows]
-
-
-if __name__ == "__main__":
-    from simreduce.cli import main
-
-    main(["floor", *sys.argv[1:]])

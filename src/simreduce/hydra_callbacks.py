@@ -10,17 +10,11 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-def _tracking_uri(config: DictConfig) -> str:
-    from simreduce import tracking  # MLflow's import is deferred so that bad input fails fast
-
-    return config.tracking.uri or tracking.default_tracking_uri()
-
-
 class PrepareTrackingStore(Callback):
     def _prepare(self, config: DictConfig) -> None:
-        from simreduce import tracking
+        from simreduce.tracking import TrackingStore  # MLflow's import is deferred so that bad input fails fast
 
-        tracking.prepare_store(_tracking_uri(config), config.tracking.experiment)
+        TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._prepare(config)
@@ -37,11 +31,14 @@ class SelectSweepWinner(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from simreduce import summary, tracking
+        from simreduce import sweep
+        from simreduce.tracking import TrackingStore
+        from simreduce.tracking.sweeps import failed_sweep_runs, sweep_id_of
 
-        sweep_id = config.tracking.sweep_id or tracking.sweep_id_of(config.hydra.sweep.dir)
+        sweep_id = config.tracking.sweep_id or sweep_id_of(config.hydra.sweep.dir)
+        store = TrackingStore(config.tracking.uri)
         try:
-            for result in summary.summarise_sweep(_tracking_uri(config), sweep_id, tolerance=config.select.tolerance):
+            for result in sweep.summarise_sweep(TrackingStore.open(store.uri), sweep_id, config.select.tolerance):
                 print(result.report(), flush=True)
         except Exception as e:  # the runs are kept whatever went wrong
             log.error(
@@ -51,6 +48,6 @@ class SelectSweepWinner(Callback):
                 e,
                 sweep_id,
             )
-        if failed := tracking.failed_sweep_runs(sweep_id):
+        if failed := failed_sweep_runs(store, sweep_id):
             log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
             raise SystemExit(1)

@@ -1,9 +1,16 @@
-"""Where the project's run-time folders live: anchored at the project root, never at Hydra's output dir."""
+"""Where the project's run-time folders live: anchored at the project root, never at Hydra's output dir.
+
+The config reads the root through the resolver `${simreduce.root:}` (registered when this module is imported;
+`simreduce/__init__.py` does so), and every folder under it is an interpolation in `conf/paths/default.yaml`.
+"""
 
 import os
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 ROOT_ENV = "SIMREDUCE_ROOT"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"  # the checkout's Hydra config, beside src/
 
 
 def project_root() -> Path:
@@ -17,5 +24,10 @@ def project_root() -> Path:
     return cwd
 
 
-def default_cache_dir() -> Path:
-    return project_root() / ".cache" / "vectors"
+OmegaConf.register_new_resolver("simreduce.root", lambda: str(project_root()), replace=True)
+
+
+def default_paths() -> DictConfig:
+    """`conf/paths/default.yaml` (root, cache_dir, store_uri): the commands outside Hydra read the same defaults
+    as `train.py`."""
+    return OmegaConf.load(CONFIG_DIR / "paths" / "default.yaml")

@@ -17,7 +17,6 @@ import pandas as pd
 
 from simreduce.errors import SimreduceError
 
-DEFAULT_TOLERANCE = 0.1
 KNN = "knn_recall_at_10"
 TABLE_COLUMNS = [
     "rank",
@@ -105,7 +104,7 @@ def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: p
     return f"{_label(winner)} wins: {why}."
 
 
-def select_winner(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Selection:
+def select_winner(runs: pd.DataFrame, tolerance: float) -> Selection:
     """Rank `runs` (see `run_table`) and apply the rule of the module docstring."""
     if not tolerance >= 0:
         raise SimreduceError(f"tolerance={tolerance} must be a number at or above 0, e.g. 0.1 for 10%.")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from sklearn.utils.extmath import svd_flip
 
 from simreduce.losses import EPS
 
@@ -27,8 +28,8 @@ class Spectrum:
     axes: torch.Tensor
 
     def __post_init__(self) -> None:
-        largest = self.axes.gather(1, self.axes.abs().argmax(dim=1, keepdim=True))
-        self.axes = self.axes * largest.sign()
+        _, axes = svd_flip(None, self.axes.numpy().copy(), u_based_decision=False)
+        self.axes = torch.from_numpy(axes)
 
 
 def row_blocks(

@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from simreduce import plots, tracking
-from simreduce.selection import DEFAULT_TOLERANCE, Selection, markdown_table, select_winner, text_table
+from simreduce import plots
+from simreduce.selection import Selection, markdown_table, select_winner, text_table
+from simreduce.tracking import TrackingStore
+from simreduce.tracking.registry import register_winner
+from simreduce.tracking.sweeps import failed_sweep_runs, load_run_array, log_sweep_summary, sweep_runs
 
 
 @dataclass(frozen=True)
@@ -39,31 +42,32 @@ class SweepSummary:
         )
 
 
-def overlay_charts(table: pd.DataFrame) -> dict[str, Figure]:
+def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figure]:
     """The study's three charts with every run of the table overlaid, from each run's `diffs/fit.npy`."""
     by_dim = table.sort_values(["dim", "encoder"])
     labels = [f"{row.encoder} | {row.dim:04d}" for row in by_dim.itertuples()]
     if len(set(labels)) < len(labels):  # e.g. a sweep over seeds: tell the runs apart
         labels = [f"{label} ({run_id[:6]})" for label, run_id in zip(labels, by_dim.run_id, strict=True)]
     run_ids = dict(zip(labels, by_dim.run_id, strict=True))
-    diffs = {label: tracking.load_run_array(run_id, "diffs/fit.npy") for label, run_id in run_ids.items()}
+    diffs = {label: load_run_array(store, run_id, "diffs/fit.npy") for label, run_id in run_ids.items()}
     first = by_dim.iloc[0]
-    original = tracking.load_run_array(first.run_id, "similarities/fit_original.npy")
+    original = load_run_array(store, first.run_id, "similarities/fit_original.npy")
     reduced = {label: original - diff for label, diff in diffs.items()}
     in_dim = round(first.compression_ratio * first.dim)
     return plots.study_charts(original, f"original {in_dim}", reduced, diffs)
 
 
-def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
+def summarise_experiment(store: TrackingStore, runs: pd.DataFrame, tolerance: float) -> SweepSummary:
     """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`)."""
     selection = select_winner(runs, tolerance)
     table = selection.table.merge(runs[["run_id", "compression_ratio"]], on="run_id")
     winner = selection.winner
     experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
-    failed = tracking.failed_sweep_runs(sweep_id, [experiment_id])
-    figures = overlay_charts(table) | {"metrics_vs_dim.png": plots.metrics_vs_dim(table)}
+    failed = failed_sweep_runs(store, sweep_id, [experiment_id])
+    figures = overlay_charts(store, table) | {"metrics_vs_dim.png": plots.metrics_vs_dim(table)}
     markdown = markdown_table(selection.table)
-    summary_run_id = tracking.log_sweep_summary(
+    summary_run_id = log_sweep_summary(
+        store,
         experiment_id,
         sweep_id,
         texts={
@@ -71,10 +75,10 @@ def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
             "selection/ranking.md": markdown,
         },
         figures=figures,
+        note=f"{selection.reason}\n\n{markdown}",
         tags={
             "winner_run_id": winner.run_id,
             "winner": winner.run,
-            "mlflow.note.content": f"{selection.reason}\n\n{markdown}",
             "failed_runs": ", ".join(sorted(failed)) or "none",
         },
         metrics={
@@ -87,7 +91,8 @@ def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
         child_run_ids=list(runs.run_id),
     )
     embedder = runs.loc[runs.run_id == winner.run_id, "embedder"].iloc[0]
-    registered = tracking.register_winner(
+    registered = register_winner(
+        store,
         winner.run_id,
         experiment_id,
         f"simreduce-{embedder}",
@@ -97,8 +102,8 @@ def summarise_experiment(runs: pd.DataFrame, tolerance: float) -> SweepSummary:
 
 
 def summarise_sweep(
-    uri: str, sweep_id: str | None = None, experiment: str | None = None, tolerance: float = DEFAULT_TOLERANCE
+    store: TrackingStore, sweep_id: str | None, tolerance: float, experiment: str | None = None
 ) -> list[SweepSummary]:
     """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder)."""
-    runs = tracking.sweep_runs(uri, sweep_id, experiment)
-    return [summarise_experiment(group, tolerance) for _, group in runs.groupby("experiment_id", sort=False)]
+    runs = sweep_runs(store, sweep_id, experiment)
+    return [summarise_experiment(store, group, tolerance) for _, group in runs.groupby("experiment_id", sort=False)]

@@ -1,25 +1,17 @@
-"""Reducers map [N, D] vectors to [N, dim]. This module holds the trained ones: the cosine encoder (the
-study's method) and the conventional autoencoder; `baselines.py` holds the closed-form ones.
-
-Every reducer is a LightningModule built by `instantiate(cfg.encoder, in_dim=D)` with:
-`kind` (run names and tags), `hparams.dim`, `prepare(train_vectors)` (initialise, or fit in closed form),
-`trains` (whether Lightning's fit loop runs), and `net`, the torch module that maps [N, D] -> [N, dim]
-and is logged as the MLflow model.
-"""
+"""The decoder-less cosine encoder (the study's method), trained in whitened coordinates from the SVD start."""
 
 import logging
-from collections import deque
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from simreduce.baselines import check_dim, set_linear
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss
+from simreduce.reducers.base import check_dim, set_linear
+from simreduce.reducers.training import StopOnPlateau, TrainedReducer, build_mlp
 from simreduce.spectrum import Spectrum, cosine_spectrum
 
 log = logging.getLogger(__name__)
@@ -29,18 +21,6 @@ OPTIMIZERS = ("auto", "lbfgs", "adam")
 # lbfgs: the step scale its line search starts from; adam: the peak of its one-cycle schedule, in whitened
 # coordinates (1e-3 already undoes the svd start's advantage on 2048-d vectors).
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-4}
-
-
-def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
-    """Linear layers with GELU between them; `hidden=[]` is a single linear map."""
-    widths = [in_dim, *hidden, out_dim]
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
-        last = i == len(widths) - 2
-        layers.append(nn.Linear(a, b, bias=out_bias or not last))
-        if not last:
-            layers.append(nn.GELU())
-    return nn.Sequential(*layers)
 
 
 def whitening_basis(found: Spectrum, n_rows: int, rtol: float = 1e-6) -> torch.Tensor:
@@ -74,46 +54,14 @@ class WhitenedInput(nn.Module):
         return weight @ torch.linalg.pinv(self.basis)
 
 
-class TrainedReducer(pl.LightningModule):
-    """What every trained reducer shares: `net` as the forward map, `loss(batch)` logged as `train/loss` and
-    `val/loss`. Subclasses set `net`, `loss` and their optimiser and stopping rule."""
-
-    trains = True
-
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def prepare(self, train_vectors: torch.Tensor) -> None:
-        """Nothing to set up before training, unless a subclass initialises from the data."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log("val/loss", self.loss(batch), prog_bar=True)
-
-    def on_fit_start(self) -> None:
-        # Some models have near-dead features (all-MiniLM-L6-v2: two at ~1e-32); their products with small
-        # gradients are subnormal floats, which make CPU backward passes up to 5x slower and change nothing.
-        torch.set_flush_denormal(True)
-
-    def on_fit_end(self) -> None:
-        torch.set_flush_denormal(False)
-
-
 class CosineEncoder(TrainedReducer):
     """The decoder-less encoder: `x -> net(x)`, trained so that cos_sim(net(x)) matches cos_sim(x).
 
     Trained on the first layer's whitened coordinates (`WhitenedInput`), from the `svd` baseline when
     `init=pca`, by one of two optimisers (`optimizer=auto` picks by whether the training words fit one batch):
     - `lbfgs`: full-batch L-BFGS (one iteration per step, strong-Wolfe line search), stopped once the loss has
-      fallen by less than `plateau_tolerance` (relative) over the last `plateau_patience` steps, or after
-      `steps`. It needs the same batch at every step: every training word in one batch.
+      fallen by less than `plateau_tolerance` (relative) over the last `plateau_patience` steps (`StopOnPlateau`),
+      or after `steps`. It needs the same batch at every step: every training word in one batch.
     - `adam`: Adam on shuffled mini-batches (each batch's similarity matrix, so memory grows with the batch,
       not with N), with a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
     """
@@ -141,12 +89,12 @@ class CosineEncoder(TrainedReducer):
             raise SimreduceError(f"encoder.optimizer={optimizer!r} is not one of {OPTIMIZERS}.")
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self.dim = dim
         self.net = build_mlp(in_dim, list(hidden), dim)
         self.optimizer_name = optimizer
         self.loss_scale = 1.0
-        self.recent_losses: deque[float] = deque(maxlen=plateau_patience + 1)
 
-    def prepare(self, train_vectors: torch.Tensor) -> None:
+    def fit(self, train_vectors: torch.Tensor) -> "CosineEncoder":
         """Pick the optimiser; start a single linear layer from the `svd` baseline (the PCA of the cosine
         geometry), so training only refines the best projection instead of searching from noise (an MLP keeps
         its random init); then move the first layer to whitened coordinates."""
@@ -155,14 +103,15 @@ class CosineEncoder(TrainedReducer):
         found = cosine_spectrum(train_vectors)
         first = self.net[0]
         if self.hparams.init == "pca" and not self.hparams.hidden:
-            if self.hparams.dim < n_train:
-                set_linear(first, found.axes[: self.hparams.dim].numpy())
+            if self.dim < n_train:
+                set_linear(first, found.axes[: self.dim].numpy())
             else:  # a degenerate size (the study's 1024 of 2048-d, say): the SVD has fewer components than dim
-                log.info("dim %d is not below the %d training words: random init", self.hparams.dim, n_train)
+                log.info("dim %d is not below the %d training words: random init", self.dim, n_train)
         parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(found, n_train)))
         with torch.no_grad():
             sample = train_vectors[: self.hparams.batch_size]  # a mini-batch's loss sets the scale as well
             self.loss_scale = self.loss(sample).item() or 1.0  # a perfect start has nothing to scale
+        return self
 
     def pick_optimizer(self, n_train: int) -> str:
         """`optimizer`, with `auto` resolved: lbfgs when the `n_train` training words fit one batch, else adam."""
@@ -187,7 +136,12 @@ class CosineEncoder(TrainedReducer):
         if self.logger is not None:
             self.logger.log_hyperparams({"optimizer_used": self.optimizer_name})
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def configure_callbacks(self) -> list[pl.Callback]:
+        if self.optimizer_name == "lbfgs":
+            return [StopOnPlateau(self.hparams.plateau_patience, self.hparams.plateau_tolerance)]
+        return []
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
 
         def closure() -> torch.Tensor:
@@ -203,14 +157,7 @@ class CosineEncoder(TrainedReducer):
         if self.optimizer_name == "adam":
             self.log("train/lr", optimizer.param_groups[0]["lr"])
             self.lr_schedulers().step()
-        elif self.has_plateaued(loss):
-            self.trainer.should_stop = True
-
-    def has_plateaued(self, loss: float) -> bool:
-        """Whether `loss` is less than `plateau_tolerance` (relative) below the loss `plateau_patience` steps ago."""
-        self.recent_losses.append(loss)
-        full = len(self.recent_losses) == self.recent_losses.maxlen
-        return full and loss > self.recent_losses[0] * (1 - self.hparams.plateau_tolerance)
+        return torch.tensor(loss, dtype=torch.float64)  # the step's loss, for StopOnPlateau
 
     def on_fit_end(self) -> None:
         """Fold the whitening back into a plain linear layer: the logged model is one `nn.Linear` again."""
@@ -237,48 +184,3 @@ class CosineEncoder(TrainedReducer):
             tolerance_change=0,
             line_search_fn="strong_wolfe",
         )
-
-
-class Autoencoder(TrainedReducer):
-    """The conventional design the study departs from: `decoder(net(x))` trained to reconstruct x (MSE).
-
-    Only the encoder `net` is evaluated and logged; the decoder mirrors its hidden widths. Trained the
-    conventional way: Adam, the learning rate halved whenever the loss stops falling for `plateau_patience`
-    steps, and training stopped once it has decayed below `min_lr`.
-    """
-
-    kind = "autoencoder"
-
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        hidden: Sequence[int] = (),
-        lr: float = 1e-2,
-        steps: int = 2000,
-        plateau_patience: int = 10,
-        plateau_factor: float = 0.5,
-        min_lr: float = 1e-3,
-    ):
-        super().__init__()
-        check_dim(dim, in_dim)
-        self.save_hyperparameters()
-        self.net = build_mlp(in_dim, list(hidden), dim, out_bias=True)
-        self.decoder = build_mlp(dim, list(hidden)[::-1], in_dim, out_bias=True)
-
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.decoder(self(batch)), batch)
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.optimizers().param_groups[0]["lr"] < self.hparams.min_lr:
-            self.trainer.should_stop = True
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=self.hparams.plateau_factor, patience=self.hparams.plateau_patience
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "train/loss", "interval": "step"},
-        }

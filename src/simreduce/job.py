@@ -1,0 +1,155 @@
+"""One Hydra job, top to bottom: source -> data -> reducer.fit -> candidates -> evaluate -> log.
+
+The vectors come first, with nothing heavier than torch, Lightning and transformers imported: a bad word list
+or an unloadable model fails before MLflow is imported or a run is opened.
+"""
+
+import logging
+import signal
+import time
+import warnings
+from datetime import datetime
+
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from simreduce.data import VectorDataModule, load_data
+from simreduce.errors import StopRequested, find_user_error
+from simreduce.paths import project_root
+from simreduce.reducers.base import Candidate, Reducer, run_name
+from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
+
+log = logging.getLogger(__name__)
+
+
+def in_multirun() -> bool:
+    """Whether this job is one of a Hydra `-m` sweep."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Train (or fit) one reducer, log each of its candidates to MLflow, and return the selection score.
+
+    In a sweep, a job that fails inside its run (its MLflow run is then FAILED, with the error) is reported
+    and scored NaN so the other sizes still run and the sweep summary names it; a bad word list or model
+    fails every job alike, so it stops the sweep at once.
+    """
+    datamodule = load_data(cfg.data)
+    with stop_signals_deferred():
+        try:
+            return fit_and_log(cfg, datamodule)
+        except Exception as e:
+            if not in_multirun():
+                raise
+            if user_error := find_user_error(e):
+                log.error("job failed: %s", user_error)
+            else:
+                log.exception("job failed")
+            return float("nan")
+
+
+class StopAtSignal(pl.Callback):
+    """Ends training at the step after a stop signal, where no MLflow call is half done (see `signals.py`).
+
+    Lightning checks for SIGTERM itself a little later in the same step and raises `SIGTERMException`, a
+    `SystemExit` with status 0; `train` turns that into `StopRequested` too."""
+
+    def on_train_batch_end(self, *args) -> None:
+        raise_if_stop_requested()
+
+
+def train(reducer: Reducer, datamodule: VectorDataModule, trainer_cfg: DictConfig, logger) -> None:
+    """Lightning's fit loop on `reducer`, its curves written by `logger`."""
+    trainer = instantiate(trainer_cfg, logger=logger)
+    trainer.callbacks.append(StopAtSignal())
+    with warnings.catch_warnings():
+        # The batches are slices of one in-memory tensor: worker processes would only add overhead.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        try:
+            trainer.fit(reducer, datamodule=datamodule)
+        except SIGTERMException:
+            raise StopRequested(signal.SIGTERM) from None
+
+
+def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
+    """The job's MLflow run: fit the reducer, then score and log its candidate.
+
+    A job whose config already has a FINISHED run in this sweep is skipped (`tracking.skip_finished`), so
+    re-running a killed sweep with the same `hydra.sweep.dir` or `tracking.sweep_id` only does what is missing.
+    """
+    from simreduce.selection import run_score
+    from simreduce.tracking import TrackingStore, runs, sweeps  # MLflow: only once the vectors are there
+
+    store = TrackingStore.create(cfg.tracking.uri)
+    experiment_id = store.experiment_id(cfg.tracking.experiment)
+    sweep_id = cfg.tracking.sweep_id or current_sweep_id()
+    sweeps.close_stale_runs(store, experiment_id, sweep_id)
+    cfg_hash = runs.config_hash(cfg)
+    kind = get_class(cfg.encoder._target_).kind
+    name = run_name(kind, cfg.encoder.dim)
+    if cfg.tracking.skip_finished and (done := sweeps.find_finished_run(store, experiment_id, sweep_id, cfg_hash)):
+        log.info("%s: skipped, run %s of sweep %s already finished this config", name, done.info.run_id, sweep_id)
+        return run_score(done.data.metrics)
+
+    tags = {
+        "sweep_id": sweep_id,
+        "embedder": cfg.embedder.name,
+        "encoder": kind,
+        "config_hash": cfg_hash,
+        "git_commit": runs.git_commit(project_root()),
+        **runs.process_tags(),
+    }
+    with runs.job_run(store, experiment_id, name, tags) as run:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)
+        # At or above the rank of the training set a reducer can reach zero fit loss trivially.
+        run.set_tag("degenerate", str(reducer.dim >= len(datamodule.train_idx)).lower())
+        run.log_config(cfg)
+        started = time.perf_counter()
+        reducer.fit(datamodule.train_vectors)
+        raise_if_stop_requested()
+        if reducer.trains:
+            train(reducer, datamodule, cfg.trainer, run.lightning_logger())
+        train_seconds = time.perf_counter() - started
+        (candidate,) = reducer.candidates()
+        metrics = log_candidate(run, candidate, datamodule, instantiate(cfg.eval), cfg.tracking.log_model)
+        run.log_metrics({"train_seconds": train_seconds})
+
+    score = run_score(metrics)
+    log.info("%s: fit/rmse=%.5f score=%.5f (%.1fs training)", name, metrics["fit/rmse"], score, train_seconds)
+    return score
+
+
+def log_candidate(run, candidate: Candidate, datamodule: VectorDataModule, settings, log_model: bool) -> dict:
+    """Score `candidate` on every pair set and log its metrics, the study's three charts, the arrays the
+    sweep's charts are drawn from, and (`log_model`) its map as an MLflow model. Returns the metrics."""
+    from simreduce import plots
+    from simreduce.scoring import score_reduction
+
+    reduced = candidate.transform(datamodule.vectors)
+    scores = score_reduction(datamodule.vectors, reduced, datamodule.train_idx, datamodule.val_idx, settings)
+    raise_if_stop_requested()
+    run.log_metrics(scores.metrics)
+    fit = scores.pairs["fit"]
+    label = f"{candidate.kind} | {candidate.dim:04d}"
+    run.log_figures(
+        plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
+    )
+    run.log_array(fit.diff, "diffs/fit.npy")
+    run.log_array(fit.original, "similarities/fit_original.npy")
+    if log_model:
+        run.log_model(candidate.net, datamodule.vectors[:8])
+    return scores.metrics
+
+
+def current_sweep_id() -> str:
+    """Shared by every job of one `-m` sweep (Hydra's sweep dir), so selection can find them all."""
+    from simreduce.tracking.sweeps import sweep_id_of
+
+    if in_multirun():
+        return sweep_id_of(HydraConfig.get().sweep.dir)
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")

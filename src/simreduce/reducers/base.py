@@ -1,0 +1,90 @@
+"""The reducer contract, scikit-learn's habit in torch: `fit(train_vectors) -> self`, then `net` maps
+[N, D] -> [N, dim] and is what gets evaluated, logged and served.
+
+Closed-form reducers do all their work in `fit`. Trained ones (`trains = True`) are LightningModules whose
+`fit` only sets their start from the data; Lightning's `Trainer.fit` then trains them.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from simreduce.errors import SimreduceError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What selection ranks and compress serves: one map [N, D] -> [N, dim] a reducer yields, stored at one
+    precision. A reducer yields one today; a nested encoder (one per prefix) or several storage precisions
+    will yield more, each scored and logged as its own run."""
+
+    kind: str
+    dim: int
+    net: nn.Module
+    precision: str = "float32"
+
+    @property
+    def run_name(self) -> str:
+        return run_name(self.kind, self.dim)
+
+    def transform(self, vectors: torch.Tensor) -> torch.Tensor:
+        return apply_net(self.net, vectors)
+
+
+@torch.no_grad()
+def apply_net(net: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
+    """[N, D] -> [N, dim] through `net`, on the CPU and in eval mode, as it is logged and served."""
+    return net.cpu().eval()(vectors)
+
+
+def run_name(kind: str, dim: object) -> str:
+    """`cosine-d0064`; a dim that is not an integer (a bad override) is shown as given."""
+    return f"{kind}-d{dim:04d}" if isinstance(dim, int) else f"{kind}-d{dim}"
+
+
+class Reducer:
+    """`kind` names the method in run names and tags (`cosine-d0064`); `dim` is the output width."""
+
+    kind: ClassVar[str]
+    trains: ClassVar[bool] = False
+    dim: int
+    net: nn.Module
+
+    def fit(self, train_vectors: torch.Tensor) -> "Reducer":
+        """Fit on the [N_train, D] training rows (for a trained reducer: its start) and return self."""
+        raise NotImplementedError
+
+    def transform(self, vectors: torch.Tensor) -> torch.Tensor:
+        return apply_net(self.net, vectors)
+
+    def candidates(self) -> list[Candidate]:
+        """What this fitted reducer offers to selection: its map at its own dim, stored as float32."""
+        return [Candidate(self.kind, self.dim, self.net)]
+
+
+def check_dim(dim: int, in_dim: int) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise SimreduceError(f"encoder.dim={dim!r} must be a positive integer.")
+    if dim >= in_dim:
+        raise SimreduceError(
+            f"encoder.dim={dim} is not below the input width {in_dim}: nothing would be compressed; pick a smaller dim."
+        )
+
+
+def check_rank(dim: int, n_rows: int, method: str) -> None:
+    if dim >= n_rows:
+        raise SimreduceError(
+            f"encoder.dim={dim} is not below the {n_rows} training words, so {method} has no {dim} components: "
+            "pick a smaller dim or add words."
+        )
+
+
+def set_linear(layer: nn.Linear, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
+    """Copy a fitted [out, in] weight (and [out] bias) into `layer`, whatever the arrays' dtype and strides."""
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+        if bias is not None:
+            layer.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))

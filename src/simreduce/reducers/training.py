@@ -1,0 +1,83 @@
+"""What the trained reducers share: a LightningModule whose `net` is the map, its loss logged as `train/loss`
+and `val/loss`, and the stopping rules Lightning has no callback for."""
+
+from collections import deque
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from simreduce.reducers.base import Reducer
+
+
+def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
+    """Linear layers with GELU between them; `hidden=[]` is a single linear map."""
+    widths = [in_dim, *hidden, out_dim]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+        last = i == len(widths) - 2
+        layers.append(nn.Linear(a, b, bias=out_bias or not last))
+        if not last:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+class TrainedReducer(Reducer, pl.LightningModule):
+    """Subclasses set `net`, `loss`, their optimiser and their stopping rules (`configure_callbacks`)."""
+
+    trains = True
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, train_vectors: torch.Tensor) -> "TrainedReducer":
+        """Nothing to set from the data before training, unless a subclass starts from it."""
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/loss", self.loss(batch), prog_bar=True)
+
+    def on_fit_start(self) -> None:
+        # Some models have near-dead features (all-MiniLM-L6-v2: two at ~1e-32); their products with small
+        # gradients are subnormal floats, which make CPU backward passes up to 5x slower and change nothing.
+        torch.set_flush_denormal(True)
+
+    def on_fit_end(self) -> None:
+        torch.set_flush_denormal(False)
+
+
+class StopOnPlateau(pl.Callback):
+    """Stops training once the step loss (`training_step`'s output) has fallen by less than `tolerance`
+    (relative) over the last `patience` steps. Lightning's `EarlyStopping` checks once per epoch or validation;
+    full-batch training needs the check after every step."""
+
+    def __init__(self, patience: int, tolerance: float):
+        self.tolerance = tolerance
+        self.recent_losses: deque[float] = deque(maxlen=patience + 1)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = float(outputs["loss"])
+        self.recent_losses.append(loss)
+        full = len(self.recent_losses) == self.recent_losses.maxlen
+        if full and loss > self.recent_losses[0] * (1 - self.tolerance):
+            trainer.should_stop = True
+
+
+class StopBelowLearningRate(pl.Callback):
+    """Stops training once a decaying schedule (`ReduceLROnPlateau`) has taken the learning rate below `min_lr`."""
+
+    def __init__(self, min_lr: float):
+        self.min_lr = min_lr
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.optimizers[0].param_groups[0]["lr"] < self.min_lr:
+            trainer.should_stop = True

@@ -1,0 +1,135 @@
+"""One job's MLflow run and everything it logs: params and config, metrics, charts, arrays, the reducer as a
+model, and the Lightning logger that writes the training curves into it."""
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param
+from omegaconf import DictConfig, OmegaConf
+
+from simreduce.errors import StopRequested
+from simreduce.tracking.store import TrackingStore
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'encoder': {'dim': 64}} -> {'encoder.dim': 64}; Hydra's `_target_` keys are left out."""
+    flat = {}
+    for key, value in config.items():
+        if key == "_target_":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies a job's work: two jobs whose resolved configs match outside `tracking` compute the same run."""
+    work = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "tracking"}
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(work)).encode()).hexdigest()[:16]
+
+
+def git_commit(folder: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def process_tags() -> dict[str, str]:
+    """Where a run's process lives, so a later job can tell a crashed run from a running one."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+class JobRun:
+    """An open run of `store`: what a job logs goes here."""
+
+    def __init__(self, store: TrackingStore, run_id: str):
+        self.store = store
+        self.run_id = run_id
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.store.client.set_tag(self.run_id, key, value)
+
+    def log_config(self, cfg: DictConfig) -> None:
+        """The flattened resolved config as params, and the whole of it as `config.yaml`."""
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        params = {k: str(v) if isinstance(v, list | tuple) else v for k, v in flatten(resolved).items()}
+        self.log_params(params)
+        self.store.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.store.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        self.store.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def log_figures(self, figures: dict[str, Figure], folder: str = "plots") -> None:
+        import matplotlib.pyplot as plt
+
+        for file_name, fig in figures.items():
+            self.store.client.log_figure(self.run_id, fig, f"{folder}/{file_name}")
+            plt.close(fig)
+
+    def log_text(self, text: str, artifact_path: str) -> None:
+        self.store.client.log_text(self.run_id, text, artifact_path)
+
+    def log_array(self, array: np.ndarray, artifact_path: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_path).name
+            np.save(path, array)
+            self.store.client.log_artifact(self.run_id, str(path), str(Path(artifact_path).parent))
+
+    def log_model(self, module: torch.nn.Module, example: torch.Tensor) -> None:
+        """The reducer as an MLflow PyTorch model, exported (pt2, no pickle) with signature and input example."""
+        from mlflow.models import infer_signature
+
+        module = module.cpu().eval()
+        example = example.cpu()
+        with torch.no_grad():
+            signature = infer_signature(example.numpy(), module(example).numpy())
+        mlflow.pytorch.log_model(
+            module,
+            name="model",
+            signature=signature,
+            input_example=example[:2].numpy(),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            serialization_format="pt2",
+        )
+
+    def lightning_logger(self):
+        """Lightning's MLflow logger, writing the training curves into this run."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(run_id=self.run_id, tracking_uri=self.store.uri)
+
+
+@contextlib.contextmanager
+def job_run(store: TrackingStore, experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[JobRun]:
+    """A run that ends FINISHED, FAILED with the error as tag `error` when the body raises, or KILLED when a
+    stop signal or Ctrl-C ends it. It is MLflow's active run meanwhile, for the calls that only exist in
+    fluent form (`log_model`)."""
+    store.activate()
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        try:
+            yield JobRun(store, run.info.run_id)
+        except BaseException as e:
+            mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+            mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt | StopRequested) else "FAILED")
+            raise

@@ -1,0 +1,168 @@
+"""A sweep in the store: its id, its runs read back, resume (finished configs, runs left RUNNING by a dead
+process), the runs that failed, and its `sweep-<id>` summary run."""
+
+import logging
+import os
+import socket
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+
+from simreduce.errors import SimreduceError
+from simreduce.tracking.runs import JobRun
+from simreduce.tracking.store import TrackingStore, quoted
+
+log = logging.getLogger(__name__)
+
+SUMMARY_TAG = "summary_of_sweep"
+MAX_RUNS = 5000
+
+
+def sweep_id_of(sweep_dir: str) -> str:
+    """The last two parts of Hydra's sweep dir (its date and time by default), shared by all its jobs."""
+    return "_".join(str(sweep_dir).replace("\\", "/").rstrip("/").split("/")[-2:])
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(store: TrackingStore, experiment_id: str, sweep_id: str) -> list[str]:
+    """End as FAILED the RUNNING runs of this sweep whose process on this host is gone (killed, crashed).
+
+    Runs on other hosts are left alone: their process cannot be checked from here.
+    """
+    stale = []
+    running = f"tags.sweep_id = {quoted(sweep_id)} and attributes.status = 'RUNNING'"
+    for run in store.client.search_runs([experiment_id], running, max_results=MAX_RUNS):
+        tags = run.data.tags
+        if tags.get("host") == socket.gethostname() and not _is_alive(int(tags.get("pid", "0"))):
+            store.client.set_tag(run.info.run_id, "error", "the job's process ended without closing its run")
+            store.client.set_terminated(run.info.run_id, "FAILED")
+            stale.append(run.info.run_id)
+    if stale:
+        log.warning("marked %d stale run(s) of sweep %s as FAILED", len(stale), sweep_id)
+    return stale
+
+
+def find_finished_run(store: TrackingStore, experiment_id: str, sweep_id: str, cfg_hash: str) -> Run | None:
+    runs = store.client.search_runs(
+        [experiment_id],
+        f"tags.sweep_id = {quoted(sweep_id)} and tags.config_hash = {quoted(cfg_hash)} "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[str] | None = None) -> dict[str, str]:
+    """Run name -> error of the sweep's runs that ended FAILED or KILLED and were not redone since
+    (a later FINISHED run of the same config, from a resumed sweep, supersedes them)."""
+    runs = store.client.search_runs(
+        experiment_ids or store.all_experiment_ids(),
+        f"tags.sweep_id = {quoted(sweep_id)} and attributes.status != 'RUNNING'",
+        max_results=MAX_RUNS,
+    )
+    redone = {run.data.tags.get("config_hash") for run in runs if run.info.status == "FINISHED"}
+    return {
+        run.info.run_name: run.data.tags.get("error", run.info.status)
+        for run in runs
+        if run.info.status != "FINISHED" and run.data.tags.get("config_hash") not in redone
+    }
+
+
+def _latest_sweep_id(store: TrackingStore, experiment_ids: list[str]) -> str:
+    latest = store.client.search_runs(
+        experiment_ids,
+        "attributes.status = 'FINISHED' AND tags.sweep_id LIKE '%'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not latest:
+        raise SimreduceError("the MLflow store holds no finished sweep runs: run `python train.py -m ...` first.")
+    return latest[0].data.tags["sweep_id"]
+
+
+def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: str | None = None) -> pd.DataFrame:
+    """The finished job runs of a sweep (default: the latest one), in one experiment or in all.
+
+    One row per run: `run_id, run_name, experiment_id, sweep_id, embedder, encoder, dim, degenerate`, and
+    every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
+    """
+    experiment_ids = [store.existing_experiment_id(experiment)] if experiment else store.all_experiment_ids()
+    sweep_id = sweep_id or _latest_sweep_id(store, experiment_ids)
+    runs = [
+        run
+        for run in store.client.search_runs(
+            experiment_ids,
+            f"attributes.status = 'FINISHED' AND tags.sweep_id = {quoted(sweep_id)}",
+            max_results=MAX_RUNS,
+        )
+        if "encoder" in run.data.tags  # job runs, not a summary run
+    ]
+    if not runs:
+        raise SimreduceError(f"sweep {sweep_id!r} has no finished runs in {experiment or 'any experiment'}.")
+    rows = [
+        {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "experiment_id": run.info.experiment_id,
+            "sweep_id": sweep_id,
+            "embedder": run.data.tags.get("embedder"),
+            "encoder": run.data.tags["encoder"],
+            "dim": int(run.data.params["encoder.dim"]),
+            "degenerate": run.data.tags.get("degenerate", "false") == "true",
+            **run.data.metrics,
+        }
+        for run in runs
+    ]
+    return pd.DataFrame(rows)
+
+
+def load_run_array(store: TrackingStore, run_id: str, artifact_path: str) -> np.ndarray:
+    """An array a run logged with `JobRun.log_array`, read back from its artifacts."""
+    with store.downloaded(run_id, artifact_path) as path:
+        return np.load(path)
+
+
+def log_sweep_summary(
+    store: TrackingStore,
+    experiment_id: str,
+    sweep_id: str,
+    texts: dict[str, str],
+    figures: dict[str, Figure],
+    note: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    child_run_ids: list[str],
+) -> str:
+    """Log (or update, when selection runs again) the run `sweep-<id>`, `note` as its description in the UI,
+    and nest the sweep's runs under it.
+
+    Returns the summary run's id.
+    """
+    previous = store.client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = {quoted(sweep_id)}", max_results=1)
+    if previous:
+        run_id = previous[0].info.run_id
+        store.client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = store.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}").info.run_id
+    run = JobRun(store, run_id)
+    for key, value in {SUMMARY_TAG: sweep_id, "mlflow.note.content": note, **tags}.items():
+        run.set_tag(key, value)
+    run.log_metrics(metrics)
+    for artifact_path, text in texts.items():
+        run.log_text(text, artifact_path)
+    run.log_figures(figures)
+    store.client.set_terminated(run_id, "FINISHED")
+    for child in child_run_ids:
+        store.client.set_tag(child, "mlflow.parentRunId", run_id)
+    return run_id

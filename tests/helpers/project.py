@@ -1,0 +1,82 @@
+"""A project as the tests drive it: composed configs shrunk to seconds, `python ...` subprocesses with their own
+project root (MLflow store, vector cache), and the runs read back from that store."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CHARTS = {"plots/base_distributions.png", "plots/difference_distribution.png", "plots/base_and_difference.png"}
+
+
+def tiny_overrides(model: Path, words: Path) -> list[str]:
+    """Shrink the default config to seconds: tiny model, few words, few steps, CPU."""
+    return [
+        f"embedder.name_or_path={model}",
+        "embedder.name=tiny",
+        f"data.words_file={words}",
+        "encoder.steps=40",
+        "trainer.accelerator=cpu",
+        "trainer.val_check_interval=20",
+        "trainer.log_every_n_steps=10",
+        "tracking.log_model=false",
+    ]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def project_env(root: Path, **env: str) -> dict[str, str]:
+    """The environment of a subprocess whose project root (MLflow store, cache) is `root`."""
+    return {**os.environ, "SIMREDUCE_ROOT": str(root), **env}
+
+
+def run_python(args: list[str], root: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    """`python ARGS` from the project folder with `root` as SIMREDUCE_ROOT: its own MLflow store and cache."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=project_env(root, **env),
+    )
+
+
+def tiny_sweep(model: Path, words: Path, sweep_dir: Path | str, *overrides: str) -> list[str]:
+    """`train.py -m` on the tiny setup; an override here replaces the tiny default of the same key."""
+    merged = dict(o.split("=", 1) for o in [*tiny_overrides(model, words), *overrides])
+    return ["train.py", "-m", *(f"{k}={v}" for k, v in merged.items()), f"hydra.sweep.dir={sweep_dir}"]
+
+
+def store_uri(root: Path) -> str:
+    return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+
+
+def store_runs(root: Path, experiment: str = "simreduce-tiny") -> pd.DataFrame:
+    """Every run of `experiment` in the store under `root`, oldest first (empty if there is none yet)."""
+    mlflow.set_tracking_uri(store_uri(root))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return pd.DataFrame(columns=["run_id", "status", "tags.mlflow.runName"])
+    return mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time ASC"])
+
+
+def job_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's jobs, without its `sweep-<id>` summary run."""
+    return runs[~runs["tags.mlflow.runName"].str.startswith("sweep-")]
+
+
+def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:
+    """Every artifact file of a run, as paths relative to its artifact root."""
+    paths = set()
+    for item in mlflow.MlflowClient().list_artifacts(run_id, folder):
+        paths |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
+    return paths

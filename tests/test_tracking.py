@@ -1,0 +1,35 @@
+"""The tracking layer on a real (empty) store: ids typed by users never break a search filter."""
+
+import pytest
+from helpers.project import store_uri
+
+from simreduce.errors import SimreduceError
+from simreduce.tracking import TrackingStore
+from simreduce.tracking.runs import JobRun
+from simreduce.tracking.store import quoted
+from simreduce.tracking.sweeps import failed_sweep_runs, find_finished_run, sweep_runs
+
+
+def test_quoted_picks_the_quote_the_value_does_not_hold():
+    assert quoted("2026-01-01_10-00-00") == "'2026-01-01_10-00-00'"
+    assert quoted("it's") == '"it\'s"'
+    with pytest.raises(SimreduceError, match="both kinds of quote"):
+        quoted("""it's "x\"""")
+
+
+@pytest.mark.parametrize("sweep_id", ["plain", "it's mine", 'say "hi"', "100%_done"])
+def test_runs_of_a_sweep_whose_id_holds_quotes_are_found(project, sweep_id):
+    store = TrackingStore.create(store_uri(project))
+    experiment_id = store.experiment_id("simreduce-tiny")
+    tags = {"sweep_id": sweep_id, "encoder": "cosine", "config_hash": "abc"}
+    run_id = store.client.create_run(experiment_id, run_name="cosine-d0004", tags=tags).info.run_id
+    run = JobRun(store, run_id)
+    run.log_params({"encoder.dim": 4})
+    run.log_metrics({"fit/rmse": 0.5})
+    store.client.set_terminated(run_id, "FINISHED")
+    store.client.create_run(experiment_id, run_name="other", tags={**tags, "sweep_id": "other"})
+
+    found = sweep_runs(store, sweep_id)
+    assert list(found.run_id) == [run_id] and found["fit/rmse"].iloc[0] == 0.5 and found.dim.iloc[0] == 4
+    assert find_finished_run(store, experiment_id, sweep_id, "abc").info.run_id == run_id
+    assert failed_sweep_runs(store, sweep_id) == {}
