@@ -24,7 +24,8 @@ class PrepareTrackingStore(Callback):
 
 
 class SelectSweepWinner(Callback):
-    """After `python train.py -m ...`: rank the sweep's runs, log its summary run, register the winner.
+    """After `python train.py -m ...`: rank the sweep's runs, log its summary run, register the winner, and
+    repeat the sizes the sweep skipped.
 
     The runs are already safe in MLflow, so a failure of the selection itself is reported, with the command
     that retries it, and does not fail the sweep; a job that failed (and was not redone) makes it exit 1.
@@ -32,13 +33,16 @@ class SelectSweepWinner(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from simreduce import sweep
+        from simreduce.job import skipped_sizes
         from simreduce.tracking import TrackingStore
         from simreduce.tracking.sweeps import failed_sweep_runs, sweep_id_of
 
         sweep_id = config.tracking.sweep_id or sweep_id_of(config.hydra.sweep.dir)
         store = TrackingStore(config.tracking.uri)
+        skipped = skipped_sizes(config.hydra.sweep.dir)
         try:
-            for result in sweep.summarise_sweep(TrackingStore.open(store.uri), sweep_id, config.select.tolerance):
+            opened = TrackingStore.open(store.uri)
+            for result in sweep.summarise_sweep(opened, sweep_id, config.select.tolerance, skipped=skipped):
                 print(result.report(), flush=True)
         except Exception as e:  # the runs are kept whatever went wrong
             log.error(

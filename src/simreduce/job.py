@@ -9,6 +9,7 @@ import signal
 import time
 import warnings
 from datetime import datetime
+from pathlib import Path
 
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
@@ -25,6 +26,8 @@ from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
 
 log = logging.getLogger(__name__)
 
+SKIPPED_FILE = "skipped.txt"  # in a skipped job's Hydra output dir: the line the sweep's summary repeats
+
 
 def in_multirun() -> bool:
     """Whether this job is one of a Hydra `-m` sweep."""
@@ -34,11 +37,17 @@ def in_multirun() -> bool:
 def run_job(cfg: DictConfig) -> float:
     """Train (or fit) one reducer, log each of its candidates to MLflow, and return the selection score.
 
-    In a sweep, a job that fails inside its run (its MLflow run is then FAILED, with the error) is reported
-    and scored NaN so the other sizes still run and the sweep summary names it; a bad word list or model
-    fails every job alike, so it stops the sweep at once.
+    In a sweep, a size at or above the input width is skipped before any run is opened (the README's sweep
+    over 16..1024 reduces 2048-d models and meets 384-d ones too), with one line here and one in the sweep's
+    summary; a job that fails inside its run (its MLflow run is then FAILED, with the error) is reported and
+    scored NaN so the other sizes still run and the summary names it; a bad word list or model fails every
+    job alike, so it stops the sweep at once.
     """
     datamodule = load_data(cfg.data)
+    if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim)):
+        log.warning(reason)
+        (Path(HydraConfig.get().runtime.output_dir) / SKIPPED_FILE).write_text(reason + "\n")
+        return float("nan")
     with stop_signals_deferred():
         try:
             return fit_and_log(cfg, datamodule)
@@ -50,6 +59,23 @@ def run_job(cfg: DictConfig) -> float:
             else:
                 log.exception("job failed")
             return float("nan")
+
+
+def oversized(dim: object, in_dim: int) -> str | None:
+    """Why `encoder.dim` is no reduction of `in_dim`-d vectors, or None when it is one (or not a size at all:
+    the reducer's own check names a bad value)."""
+    if isinstance(dim, int) and not isinstance(dim, bool) and dim >= in_dim:
+        return (
+            f"encoder.dim={dim} skipped: not below the {in_dim}-d input; such sizes reduce a wider model, "
+            "e.g. embedder=deepseek_coder (2048-d)"
+        )
+    return None
+
+
+def skipped_sizes(sweep_dir: str | Path) -> list[str]:
+    """The reasons the jobs of a sweep skipped their size, in job order."""
+    found = Path(sweep_dir).glob(f"*/{SKIPPED_FILE}")
+    return [p.read_text().strip() for p in sorted(found, key=lambda p: (len(p.parent.name), p.parent.name))]
 
 
 class StopAtSignal(pl.Callback):

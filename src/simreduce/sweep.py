@@ -24,6 +24,7 @@ class SweepSummary:
     summary_run_id: str
     registered_uri: str | None
     failed: dict[str, str]
+    skipped: list[str]
 
     def report(self) -> str:
         """What the terminal shows: the ranked table, the winner and why, and where it went."""
@@ -39,6 +40,7 @@ class SweepSummary:
             f"winner {self.selection.winner.run} ({self.selection.winner.run_id}) {registered}; "
             f"summary run sweep-{self.sweep_id} ({self.summary_run_id})"
             + "".join(f"\nFAILED {name}: {error}" for name, error in sorted(self.failed.items()))
+            + "".join(f"\nSKIPPED {reason}" for reason in self.skipped)
         )
 
 
@@ -57,8 +59,11 @@ def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figur
     return plots.study_charts(original, f"original {in_dim}", reduced, diffs)
 
 
-def summarise_experiment(store: TrackingStore, runs: pd.DataFrame, tolerance: float) -> SweepSummary:
-    """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`)."""
+def summarise_experiment(
+    store: TrackingStore, runs: pd.DataFrame, tolerance: float, skipped: list[str]
+) -> SweepSummary:
+    """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
+    skipped some sizes (no run was opened for them)."""
     selection = select_winner(runs, tolerance)
     table = selection.table.merge(runs[["run_id", "compression_ratio"]], on="run_id")
     winner = selection.winner
@@ -80,7 +85,8 @@ def summarise_experiment(store: TrackingStore, runs: pd.DataFrame, tolerance: fl
             "winner_run_id": winner.run_id,
             "winner": winner.run,
             "failed_runs": ", ".join(sorted(failed)) or "none",
-        },
+        }
+        | ({"skipped_sizes": "; ".join(skipped)} if skipped else {}),  # a later `select` knows none: keep them
         metrics={
             "tolerance": tolerance,
             "winner_dim": float(winner.dim),
@@ -98,12 +104,17 @@ def summarise_experiment(store: TrackingStore, runs: pd.DataFrame, tolerance: fl
         f"simreduce-{embedder}",
         tags={"sweep_id": sweep_id, "encoder": winner.encoder, "dim": str(winner.dim)},
     )
-    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registered, failed)
+    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registered, failed, skipped)
 
 
 def summarise_sweep(
-    store: TrackingStore, sweep_id: str | None, tolerance: float, experiment: str | None = None
+    store: TrackingStore,
+    sweep_id: str | None,
+    tolerance: float,
+    experiment: str | None = None,
+    skipped: list[str] = (),
 ) -> list[SweepSummary]:
     """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder)."""
     runs = sweep_runs(store, sweep_id, experiment)
-    return [summarise_experiment(store, group, tolerance) for _, group in runs.groupby("experiment_id", sort=False)]
+    groups = runs.groupby("experiment_id", sort=False)
+    return [summarise_experiment(store, group, tolerance, list(skipped)) for _, group in groups]
