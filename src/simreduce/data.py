@@ -113,7 +113,7 @@ class VectorDataModule(pl.LightningDataModule):
             return
         self.prepare_data()
         self.train_idx, self.val_idx = split_indices(len(self.ids), self.val_fraction, self.seed)
-        log.info(
+        log.debug(
             "%d vectors x %d dims: %d train, %d val", len(self.ids), self.dim, len(self.train_idx), len(self.val_idx)
         )
 

@@ -7,7 +7,6 @@ or an unloadable model fails before MLflow is imported or a run is opened.
 import logging
 import signal
 import time
-import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from simreduce.console import quiet_dependencies
 from simreduce.data import VectorDataModule, load_data
 from simreduce.errors import StopRequested, find_user_error
 from simreduce.paths import project_root
@@ -88,17 +88,21 @@ class StopAtSignal(pl.Callback):
         raise_if_stop_requested()
 
 
-def train(reducer: Reducer, datamodule: VectorDataModule, trainer_cfg: DictConfig, logger) -> None:
-    """Lightning's fit loop on `reducer`, its curves written by `logger`."""
-    trainer = instantiate(trainer_cfg, logger=logger)
-    trainer.callbacks.append(StopAtSignal())
-    with warnings.catch_warnings():
-        # The batches are slices of one in-memory tensor: worker processes would only add overhead.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+def train(reducer: Reducer, datamodule: VectorDataModule, trainer_cfg: DictConfig, logger) -> int:
+    """Lightning's fit loop on `reducer`, its curves written by `logger`; returns the steps it took."""
+    with quiet_dependencies(verbose=hydra_verbose()):
+        trainer = instantiate(trainer_cfg, logger=logger)
+        trainer.callbacks.append(StopAtSignal())
         try:
             trainer.fit(reducer, datamodule=datamodule)
         except SIGTERMException:
             raise StopRequested(signal.SIGTERM) from None
+    return trainer.global_step
+
+
+def hydra_verbose() -> bool:
+    """Whether Hydra was asked for everything (`hydra.verbose=true`, or a list of loggers)."""
+    return HydraConfig.initialized() and bool(HydraConfig.get().verbose)
 
 
 def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
@@ -138,15 +142,15 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         started = time.perf_counter()
         reducer.fit(datamodule.train_vectors)
         raise_if_stop_requested()
-        if reducer.trains:
-            train(reducer, datamodule, cfg.trainer, run.lightning_logger())
+        steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
         (candidate,) = reducer.candidates()
         metrics = log_candidate(run, candidate, datamodule, instantiate(cfg.eval), cfg.tracking.log_model)
         run.log_metrics({"train_seconds": train_seconds})
 
     score = run_score(metrics)
-    log.info("%s: fit/rmse=%.5f score=%.5f (%.1fs training)", name, metrics["fit/rmse"], score, train_seconds)
+    trained = f"{steps} steps in {train_seconds:.1f} s" if reducer.trains else f"fitted in {train_seconds:.1f} s"
+    log.info("%s: fit/rmse=%.5f score=%.5f (%s)", name, metrics["fit/rmse"], score, trained)
     return score
 
 

@@ -13,6 +13,7 @@ from simreduce import plots
 from simreduce.selection import Selection, markdown_table, select_winner, text_table
 from simreduce.tracking import TrackingStore
 from simreduce.tracking.registry import register_winner
+from simreduce.tracking.store import runs_page
 from simreduce.tracking.sweeps import failed_sweep_runs, load_run_array, log_sweep_summary, sweep_runs
 
 
@@ -38,9 +39,10 @@ class SweepSummary:
             f"{text_table(self.selection.table)}\n"
             f"{self.selection.reason}\n"
             f"winner {self.selection.winner.run} ({self.selection.winner.run_id}) {registered}; "
-            f"summary run sweep-{self.sweep_id} ({self.summary_run_id})"
+            f"summary run sweep-{self.sweep_id} ({self.summary_run_id})\n"
+            f"runs in the MLflow UI: {runs_page(self.experiment_id)}"
             + "".join(f"\nFAILED {name}: {error}" for name, error in sorted(self.failed.items()))
-            + "".join(f"\nSKIPPED {reason}" for reason in self.skipped)
+            + "".join(f"\n{reason}" for reason in self.skipped)
         )
 
 

@@ -119,7 +119,7 @@ class CosineEncoder(TrainedReducer):
         full_batch = batch_size is None or batch_size >= n_train
         if self.hparams.optimizer == "auto":
             picked = "lbfgs" if full_batch else "adam"
-            log.info("encoder.optimizer=auto: %s (%d training words, batch size %s)", picked, n_train, batch_size)
+            log.debug("encoder.optimizer=auto: %s (%d training words, batch size %s)", picked, n_train, batch_size)
             return picked
         if self.hparams.optimizer == "lbfgs" and not full_batch:
             raise SimreduceError(

@@ -61,14 +61,24 @@ class StopOnPlateau(pl.Callback):
     full-batch training needs the check after every step."""
 
     def __init__(self, patience: int, tolerance: float):
+        self.patience = patience
         self.tolerance = tolerance
         self.recent_losses: deque[float] = deque(maxlen=patience + 1)
+
+    def full(self) -> bool:
+        return len(self.recent_losses) == self.recent_losses.maxlen
+
+    def relative_drop(self) -> float | None:
+        """How much (relative) the loss fell over the last `patience` steps, for a person to read; None before
+        that many steps, or from a zero loss."""
+        if not self.full() or self.recent_losses[0] == 0:
+            return None
+        return 1 - self.recent_losses[-1] / self.recent_losses[0]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = float(outputs["loss"])
         self.recent_losses.append(loss)
-        full = len(self.recent_losses) == self.recent_losses.maxlen
-        if full and loss > self.recent_losses[0] * (1 - self.tolerance):
+        if self.full() and loss > self.recent_losses[0] * (1 - self.tolerance):
             trainer.should_stop = True
 
 

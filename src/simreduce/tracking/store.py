@@ -25,6 +25,14 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 
 SQLITE = "sqlite:///"
+UI_ADDRESS = "http://127.0.0.1:5000"  # where the README's `mlflow ui` line serves
+# MLflow's UI opens an experiment of this kind on its runs, not on the GenAI overview (traces, tokens).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def runs_page(experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs."""
+    return f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs"
 
 
 def quoted(value: str) -> str:
@@ -83,7 +91,7 @@ class TrackingStore:
             return found.experiment_id
         artifacts = str(self.sqlite_file.parent / "artifacts") if self.sqlite_file is not None else None
         try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
+            return self.client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
         except MlflowException:  # another job created it a moment ago
             return self.client.get_experiment_by_name(name).experiment_id
 
