@@ -26,12 +26,12 @@ os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 
 SQLITE = "sqlite:///"
 UI_ADDRESS = "http://127.0.0.1:5000"  # where the README's `mlflow ui` line serves
-# MLflow's UI opens an experiment of this kind on its runs, not on the GenAI overview (traces, tokens).
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def runs_page(experiment_id: str) -> str:
-    """The MLflow UI's page of an experiment's runs."""
+    """The MLflow UI's page of an experiment's runs. MLflow 3.17 opens an experiment on its GenAI overview
+    (traces, tokens) whatever the experiment's tags say, as long as the UI's own GenAI/Model training switch
+    is on GenAI, its default: this address lands on the runs either way."""
     return f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs"
 
 
@@ -91,7 +91,7 @@ class TrackingStore:
             return found.experiment_id
         artifacts = str(self.sqlite_file.parent / "artifacts") if self.sqlite_file is not None else None
         try:
-            return self.client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+            return self.client.create_experiment(name, artifact_location=artifacts)
         except MlflowException:  # another job created it a moment ago
             return self.client.get_experiment_by_name(name).experiment_id
 
