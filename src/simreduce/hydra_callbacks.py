@@ -7,14 +7,23 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from simreduce.errors import exit_on_user_error
+
 log = logging.getLogger(__name__)
 
 
 class PrepareTrackingStore(Callback):
-    def _prepare(self, config: DictConfig) -> None:
-        from simreduce.tracking import TrackingStore  # MLflow's import is deferred so that bad input fails fast
+    """Before any job: check the source's ids (a missing or empty word list fails here, in a second, before
+    MLflow is imported), then create the store and the experiment once, so parallel jobs do not race to."""
 
-        TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
+    def _prepare(self, config: DictConfig) -> None:
+        from hydra.utils import instantiate
+
+        with exit_on_user_error():
+            instantiate(config.data).source.ids()
+            from simreduce.tracking import TrackingStore
+
+            TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._prepare(config)
