@@ -80,7 +80,7 @@ def test_killed_sweep_resumes_without_redoing_finished_sizes(tmp_path, tiny_llam
     # Every call runs the same config per size (so a resumed job matches its killed one): a few hundred
     # steps, seconds of training, time enough to be killed once the first losses are logged.
     def sweep(dims: str) -> list[str]:
-        overrides = ["encoder.steps=400", "encoder.plateau_patience=1000000"]
+        overrides = ["encoder.steps=200", "encoder.plateau_patience=1000000"]
         return tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", f"encoder.dim={dims}", *overrides)
 
     killed = start_and_wait_until_training(sweep("4,8"), tmp_path, "cosine-d0008")  # once size 4 has finished
