@@ -2,11 +2,22 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers.project import CHARTS, artifact_paths, compose_config, job_runs, run_python, store_runs, tiny_overrides
+from helpers.project import (
+    CHARTS,
+    artifact_paths,
+    compose_config,
+    job_runs,
+    run_python,
+    store_runs,
+    store_uri,
+    tiny_overrides,
+)
 from sklearn.decomposition import PCA
 
 from simreduce.data import load_data
 from simreduce.job import run_job
+from simreduce.tracking import TrackingStore
+from simreduce.tracking.registry import load_reducer
 
 REDUCERS = ["cosine", "autoencoder", "pca", "svd", "random"]
 DIMS = [4]
@@ -53,9 +64,18 @@ def test_baseline_is_logged_as_a_model_that_serves_its_transform(project, tiny_l
     run = store_runs(project).iloc[0]
     assert run["tags.mlflow.runName"] == "pca-d0004"
     (logged,) = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
-    model = mlflow.pytorch.load_model(logged.model_uri)
     datamodule = load_data(cfg.data)
     expected = PCA(4).fit(datamodule.train_vectors.double().numpy()).transform(datamodule.vectors.double().numpy())
+    with pytest.MonkeyPatch.context() as patch:  # compress rebuilds the map from its tensors: no loader runs
+        for loader in (torch.export, mlflow.pyfunc, mlflow.pytorch):
+            patch.setattr(loader, "load" if loader is torch.export else "load_model", never_called)
+        reducer = load_reducer(TrackingStore(store_uri(project)), logged.model_uri)
+        compressed = reducer.reduce(datamodule.vectors.numpy())
+    np.testing.assert_allclose(compressed, expected, atol=1e-4)
     with torch.no_grad():
-        served = model(datamodule.vectors).numpy()
+        served = mlflow.pytorch.load_model(logged.model_uri)(datamodule.vectors).numpy()  # MLflow's own way
     np.testing.assert_allclose(served, expected, atol=1e-4)
+
+
+def never_called(*args, **kwargs):
+    raise AssertionError("a model loader was called")

@@ -39,8 +39,9 @@ def test_every_reducer_maps_to_dim_through_its_net(name):
 @pytest.mark.parametrize("name", CLOSED_FORM)
 def test_closed_form_reducers_are_one_linear_map(name):
     reducer = build(name, low_rank_vectors())
-    assert isinstance(reducer.net, nn.Linear)
-    assert reducer.net.weight.dtype == torch.float32
+    (linear,) = reducer.net
+    assert isinstance(linear, nn.Linear)
+    assert linear.weight.dtype == torch.float32
 
 
 @pytest.mark.parametrize("name", REDUCERS)

@@ -5,11 +5,18 @@ import re
 import shutil
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
-from helpers.project import PROJECT_ROOT, compose_config
+import torch
+from helpers.models import write_model_folder
+from helpers.project import PROJECT_ROOT, compose_config, store_uri
 
+from simreduce.cli import main
 from simreduce.embedding import WordEmbedder
 from simreduce.errors import SimreduceError
+from simreduce.tracking import TrackingStore
+from simreduce.tracking.registry import load_reducer
 
 
 @pytest.mark.parametrize("embedder", ["minilm", "deepseek_coder"])
@@ -50,3 +57,35 @@ def test_mlflow_ui_instructions_bind_to_localhost():
     commands = re.findall(r"^.*mlflow ui.*$", (PROJECT_ROOT / "README.md").read_text(), flags=re.M)
     assert commands
     assert all("--host 127.0.0.1" in line for line in commands)
+
+
+def test_compress_refuses_a_model_simreduce_did_not_log_without_running_its_loader(project, tmp_path, capsys):
+    folder, marker = tmp_path / "evil-model", tmp_path / "loader-ran"
+    write_model_folder(folder, marker, simreduce_parts=False)
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, np.ones((3, 6), np.float32))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", "--model", str(folder), "--input", str(x), "--output", str(y)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("simreduce: error: ") and "\n" not in err
+    assert "was not logged by simreduce" in err
+    assert not marker.exists() and not y.exists()
+
+
+def test_a_simreduce_model_is_served_from_its_weights_never_its_loader(project, tmp_path):
+    folder, marker = tmp_path / "model", tmp_path / "loader-ran"
+    net = write_model_folder(folder, marker, simreduce_parts=True)
+    reducer = load_reducer(TrackingStore(store_uri(project)), str(folder))
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_array_equal(reducer.reduce(x), net(torch.from_numpy(x)).numpy())
+    assert reducer.in_dim == 6
+    assert not marker.exists()
+
+
+def test_the_loader_of_that_folder_is_real_code(project, tmp_path):
+    """The control for the two tests above: MLflow's own pyfunc loading does run the folder's loader."""
+    folder, marker = tmp_path / "model", tmp_path / "loader-ran"
+    write_model_folder(folder, marker, simreduce_parts=True)
+    mlflow.pyfunc.load_model(str(folder))
+    assert marker.exists()

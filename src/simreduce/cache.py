@@ -8,8 +8,6 @@ rebuilt, never used.
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from filelock import FileLock
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
 
 log = logging.getLogger(__name__)
@@ -78,14 +77,8 @@ class VectorCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         vectors = vectors.to(torch.float32).contiguous()
         meta = {**key, "words": json.dumps(words), "content_sha256": content_hash(vectors)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"vectors": vectors}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file({"vectors": vectors}, str(tmp), metadata=meta)
         return path
 
     def get_or_build(

@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a .npy array [N, D], or a text file of words (one a line) embedded as the reducer's run did",
     )
     compress.add_argument("--output", required=True, type=Path, help="where to write the [N, dim] .npy array")
+    compress.add_argument(
+        "--drop-bad-rows",
+        action="store_true",
+        help="leave rows that are NaN/inf or all zero out of the output (default: refuse such input)",
+    )
 
     floor = commands.add_parser(
         "floor",
@@ -81,19 +86,18 @@ def main(argv: list[str] | None = None) -> None:
 
             print("\n".join(floor_report(args.overrides, args.dims)))
             return
-        from simreduce.tracking import TrackingStore  # MLflow's import is deferred so that --help stays quick
-
-        store = TrackingStore.open(args.tracking_uri or default_paths().store_uri)
-        if args.command == "select":
-            from simreduce.sweep import summarise_sweep
-
-            for result in summarise_sweep(store, args.sweep, args.tolerance, args.experiment):
-                print(result.report())
-        else:
+        store_uri = args.tracking_uri or default_paths().store_uri
+        if args.command == "compress":
             from simreduce.compress import compress_file
 
-            reduced = compress_file(store, args.model, args.input, args.output)
+            reduced = compress_file(store_uri, args.model, args.input, args.output, args.drop_bad_rows)
             print(f"wrote {reduced.shape[0]} x {reduced.shape[1]} vectors to {args.output}")
+            return
+        from simreduce.sweep import summarise_sweep  # MLflow's import is deferred so that --help stays quick
+        from simreduce.tracking import TrackingStore
+
+        for result in summarise_sweep(TrackingStore.open(store_uri), args.sweep, args.tolerance, args.experiment):
+            print(result.report())
 
 
 if __name__ == "__main__":

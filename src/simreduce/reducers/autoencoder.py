@@ -6,8 +6,8 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from simreduce.reducers.base import check_dim
-from simreduce.reducers.training import StopBelowLearningRate, TrainedReducer, build_mlp
+from simreduce.reducers.base import build_mlp, check_dim
+from simreduce.reducers.training import StopBelowLearningRate, TrainedReducer
 
 
 class Autoencoder(TrainedReducer):

@@ -5,6 +5,7 @@ Closed-form reducers do all their work in `fit`. Trained ones (`trains = True`) 
 `fit` only sets their start from the data; Lightning's `Trainer.fit` then trains them.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,6 +39,18 @@ class Candidate:
 def apply_net(net: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
     """[N, D] -> [N, dim] through `net`, on the CPU and in eval mode, as it is logged and served."""
     return net.cpu().eval()(vectors)
+
+
+def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
+    """Linear layers with GELU between them; `hidden=[]` is a single linear map."""
+    widths = [in_dim, *hidden, out_dim]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+        last = i == len(widths) - 2
+        layers.append(nn.Linear(a, b, bias=out_bias or not last))
+        if not last:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
 
 
 def run_name(kind: str, dim: object) -> str:

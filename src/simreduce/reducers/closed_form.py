@@ -1,17 +1,16 @@
 """Classical reducers, fitted in closed form on the training rows: plain estimators, no training loop.
 
-Each holds its transform as an `nn.Linear(D, dim)` (PCA's centring in the bias), so it is evaluated, logged
-and served exactly like the trained encoders. PCA and SVD take their axes from `spectrum.py` rather than
-scikit-learn's estimators, which hold a float64 copy of the matrix (6 GiB at 100k x 2048); the tests check
-that they match scikit-learn's `PCA` and `TruncatedSVD`.
+Each holds its transform as a one-layer `build_mlp`, an `nn.Linear(D, dim)` (PCA's centring in the bias), so it
+is evaluated, logged and served exactly like the trained encoders. PCA and SVD take their axes from
+`spectrum.py` rather than scikit-learn's estimators, which hold a float64 copy of the matrix (6 GiB at
+100k x 2048); the tests check that they match scikit-learn's `PCA` and `TruncatedSVD`.
 """
 
 import numpy as np
 import torch
 from sklearn.random_projection import GaussianRandomProjection
-from torch import nn
 
-from simreduce.reducers.base import Reducer, check_dim, check_rank, set_linear
+from simreduce.reducers.base import Reducer, build_mlp, check_dim, check_rank, set_linear
 from simreduce.spectrum import cosine_spectrum, row_mean, spectrum
 
 
@@ -33,14 +32,14 @@ class ClosedFormReducer(Reducer):
         check_dim(dim, in_dim)
         self.dim = dim
         self.seed = seed
-        self.net = nn.Linear(in_dim, dim)
+        self.net = build_mlp(in_dim, [], dim, out_bias=True)
 
     def linear_map(self, train_vectors: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """[N, D] training vectors -> (weight [dim, D], bias [dim]) of the fitted transform."""
         raise NotImplementedError
 
     def fit(self, train_vectors: torch.Tensor) -> "ClosedFormReducer":
-        set_linear(self.net, *self.linear_map(train_vectors))
+        set_linear(self.net[0], *self.linear_map(train_vectors))
         return self
 
 

@@ -10,8 +10,8 @@ from torch.nn.utils import parametrize
 
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss
-from simreduce.reducers.base import check_dim, set_linear
-from simreduce.reducers.training import StopOnPlateau, TrainedReducer, build_mlp
+from simreduce.reducers.base import build_mlp, check_dim, set_linear
+from simreduce.reducers.training import StopOnPlateau, TrainedReducer
 from simreduce.spectrum import Spectrum, cosine_spectrum
 
 log = logging.getLogger(__name__)

@@ -2,25 +2,11 @@
 and `val/loss`, and the stopping rules Lightning has no callback for."""
 
 from collections import deque
-from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 
 from simreduce.reducers.base import Reducer
-
-
-def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
-    """Linear layers with GELU between them; `hidden=[]` is a single linear map."""
-    widths = [in_dim, *hidden, out_dim]
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
-        last = i == len(widths) - 2
-        layers.append(nn.Linear(a, b, bias=out_bias or not last))
-        if not last:
-            layers.append(nn.GELU())
-    return nn.Sequential(*layers)
 
 
 class TrainedReducer(Reducer, pl.LightningModule):

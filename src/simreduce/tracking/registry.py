@@ -2,17 +2,25 @@
 its run was trained with."""
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import mlflow
 import numpy as np
+import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from simreduce.errors import SimreduceError
+from simreduce.reducers.base import apply_net
+from simreduce.reducers.weights import rebuild
 from simreduce.tracking.store import TrackingStore, quoted
 
 WINNER_ALIAS = "winner"
+SPEC_KEY = "simreduce"  # the MLmodel metadata entry holding a reducer's layer spec
+WEIGHTS_FILE = "weights.safetensors"  # its tensors, logged as one of the PyTorch flavour's extra files
+WEIGHTS_PATH = f"extra_files/{WEIGHTS_FILE}"  # where the flavour puts them in the model folder
 
 
 def register_winner(
@@ -39,30 +47,49 @@ def register_winner(
 
 @dataclass(frozen=True)
 class LoggedReducer:
-    """A reducer loaded from MLflow as a pyfunc model: [N, in_dim] float32 -> [N, dim]."""
+    """A reducer rebuilt from its logged layer spec and tensors: [N, in_dim] float32 -> [N, dim]."""
 
-    model: Any
+    net: nn.Module
     in_dim: int
     run_id: str
 
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(vectors.astype(np.float32)))
+        return apply_net(self.net, torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))).numpy()
 
 
 def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
-    """The model at `model_uri` (`models:/simreduce-minilm@winner`, `models:/<model id>`, `runs:/<id>/model`)."""
+    """The reducer at `model_uri` (`models:/simreduce-minilm@winner`, `models:/<model id>`, `runs:/<id>/model`,
+    a folder). Only the files simreduce logs are read (MLmodel, the layer spec, safetensors): a model's own
+    loader, code or pickles are never run, so a model simreduce did not log is refused."""
     store.activate()
     try:
-        model = mlflow.pyfunc.load_model(model_uri, model_config={"device": "cpu"})
-    except (MlflowException, OSError) as e:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=store.uri))
+        model = Model.load(folder)
+    except (MlflowException, OSError, ValueError) as e:
         raise SimreduceError(
             f"cannot load model {model_uri!r} from {store.uri} ({str(e).splitlines()[0]}): pass e.g. "
             "models:/simreduce-minilm@winner after `simreduce select`, or check --tracking-uri."
         ) from e
-    inputs = model.metadata.get_input_schema()
-    if inputs is None or not inputs.is_tensor_spec() or len(inputs.inputs[0].shape) != 2:
-        raise SimreduceError(f"model {model_uri!r} does not take [N, D] vectors: it is not a simreduce reducer.")
-    return LoggedReducer(model, inputs.inputs[0].shape[1], model.metadata.run_id)
+    spec, weights = simreduce_parts(model)
+    if spec is None:
+        raise SimreduceError(
+            f"model {model_uri!r} was not logged by simreduce (its MLmodel has no simreduce layer spec and "
+            "weights): compress serves only simreduce reducers and never runs a model's own loader or code."
+        )
+    net = rebuild(spec, folder / weights, model_uri)
+    return LoggedReducer(net, int(spec["in_dim"]), model.run_id)
+
+
+def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:
+    """The layer spec and weights file simreduce logs with a model, or (None, None) when either is missing."""
+    metadata = model.metadata if isinstance(model.metadata, dict) else {}
+    flavour = model.flavors.get("pytorch")
+    extra_files = flavour.get("extra_files") if isinstance(flavour, dict) else None
+    logged = [f.get("path") for f in extra_files if isinstance(f, dict)] if isinstance(extra_files, list) else []
+    spec = metadata.get(SPEC_KEY)
+    if not isinstance(spec, dict) or WEIGHTS_PATH not in logged:
+        return None, None
+    return spec, WEIGHTS_PATH
 
 
 def run_config(store: TrackingStore, run_id: str) -> DictConfig:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -20,7 +21,24 @@ from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
 from simreduce.errors import StopRequested
+from simreduce.reducers.weights import layer_spec, save_weights
+from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_FILE
 from simreduce.tracking.store import TrackingStore
+
+
+def pytorch_flavour():
+    """MLflow's PyTorch flavour, imported with `pytorch_lightning` hidden: the flavour imports that second copy
+    of Lightning (about 3 s, beside the `lightning` package simreduce trains with) only to offer an autolog
+    callback simreduce does not use."""
+    hide = "pytorch_lightning" not in sys.modules
+    if hide:
+        sys.modules["pytorch_lightning"] = None  # makes `import pytorch_lightning` raise ImportError
+    try:
+        import mlflow.pytorch
+    finally:
+        if hide:
+            del sys.modules["pytorch_lightning"]
+    return mlflow.pytorch
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,21 +115,28 @@ class JobRun:
             self.store.client.log_artifact(self.run_id, str(path), str(Path(artifact_path).parent))
 
     def log_model(self, module: torch.nn.Module, example: torch.Tensor) -> None:
-        """The reducer as an MLflow PyTorch model, exported (pt2, no pickle) with signature and input example."""
+        """The reducer as an MLflow PyTorch model, exported (pt2, no pickle) with signature and input example,
+        for any MLflow user; and, for `simreduce compress`, its layer spec (the model's `simreduce` metadata)
+        and tensors (`extra_files/weights.safetensors`), which rebuild it without running any code."""
         from mlflow.models import infer_signature
 
         module = module.cpu().eval()
         example = example.cpu()
         with torch.no_grad():
             signature = infer_signature(example.numpy(), module(example).numpy())
-        mlflow.pytorch.log_model(
-            module,
-            name="model",
-            signature=signature,
-            input_example=example[:2].numpy(),
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            serialization_format="pt2",
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / WEIGHTS_FILE
+            save_weights(module, weights)
+            pytorch_flavour().log_model(
+                module,
+                name="model",
+                signature=signature,
+                input_example=example[:2].numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                serialization_format="pt2",
+                extra_files=[str(weights)],
+                metadata={SPEC_KEY: layer_spec(module)},
+            )
 
     def lightning_logger(self):
         """Lightning's MLflow logger, writing the training curves into this run."""

@@ -1,0 +1,30 @@
+"""Model folders made by hand, as a user (or an attacker) could lay them out."""
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from simreduce.reducers.base import build_mlp
+from simreduce.reducers.weights import layer_spec, save_weights
+from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_PATH
+
+
+def write_model_folder(folder: Path, marker: Path, simreduce_parts: bool, in_dim: int = 6) -> torch.nn.Module:
+    """An MLflow model folder whose pyfunc loader is code that leaves `marker` when it runs; with
+    `simreduce_parts`, it also holds a reducer's layer spec and weights the way simreduce logs them."""
+    net = build_mlp(in_dim, [], 2)
+    (folder / "code").mkdir(parents=True)
+    (folder / "code" / "evil_loader.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n\n"
+        "class Model:\n    def predict(self, x, params=None):\n        return x\n\n"
+        "def _load_pyfunc(path, model_config=None):\n    return Model()\n"
+    )
+    mlmodel = {"flavors": {"python_function": {"loader_module": "evil_loader", "code": "code"}}}
+    if simreduce_parts:
+        (folder / "extra_files").mkdir()
+        save_weights(net, folder / WEIGHTS_PATH)
+        mlmodel["flavors"]["pytorch"] = {"extra_files": [{"path": WEIGHTS_PATH}]}
+        mlmodel["metadata"] = {SPEC_KEY: layer_spec(net)}
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return net

@@ -1,0 +1,94 @@
+"""`simreduce compress` never writes garbage and never destroys input: bad paths and bad rows are refused with
+one line before anything is written, and the output appears whole or not at all."""
+
+import numpy as np
+import pytest
+import torch
+from helpers.models import write_model_folder
+
+from simreduce.cli import main
+
+D = 6
+
+
+@pytest.fixture
+def model(project, tmp_path):
+    """A simreduce reducer [N, 6] -> [N, 2] as a model folder, and its net."""
+    folder = tmp_path / "model"
+    return folder, write_model_folder(folder, tmp_path / "loader-ran", simreduce_parts=True, in_dim=D)
+
+
+def compress(folder, input_path, output_path, *flags: str) -> None:
+    main(["compress", "--model", str(folder), "--input", str(input_path), "--output", str(output_path), *flags])
+
+
+def refused(capsys, folder, input_path, output_path) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        compress(folder, input_path, output_path)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("simreduce: error: ") and "\n" not in err
+    return err
+
+
+def good_rows(n: int = 5) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, D)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("output_name", "message"),
+    [
+        ("reduced", "is not a .npy file path"),
+        ("reduced.txt", "is not a .npy file path"),
+        ("folder.npy/", "is not a .npy file path"),
+        ("x.npy", "is the input"),
+    ],
+)
+def test_bad_output_paths_are_refused_and_the_input_kept(model, tmp_path, capsys, output_name, message):
+    folder, _ = model
+    x = tmp_path / "x.npy"
+    np.save(x, good_rows())
+    output = tmp_path / output_name
+    if output_name.endswith("/"):
+        output.mkdir()
+    assert message in refused(capsys, folder, x, output)
+    np.testing.assert_array_equal(np.load(x), good_rows())
+    assert {p.name for p in tmp_path.iterdir()} <= {"model", "mlruns", "x.npy", "folder.npy"}  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda x: x.mkdir(), "is a directory"),
+        (lambda x: None, "does not exist"),
+        (lambda x: np.save(x, np.array([{"a": 1}], dtype=object)), "not a readable .npy array"),
+        (lambda x: np.save(x, good_rows().astype(np.complex64)), "complex64 values, not real numbers"),
+        (lambda x: np.save(x, good_rows()[:, :3]), "takes [N, 6]"),
+    ],
+    ids=["directory", "missing", "pickled-objects", "complex", "wrong-width"],
+)
+def test_bad_inputs_are_refused_before_anything_is_written(model, tmp_path, capsys, make_input, message):
+    folder, _ = model
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(y, np.zeros((1, 2), np.float32))  # an earlier output: kept as it was
+    make_input(x)
+    assert message in refused(capsys, folder, x, y)
+    np.testing.assert_array_equal(np.load(y), np.zeros((1, 2), np.float32))
+    assert not list(tmp_path.glob(".y.npy*"))
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, 0.0])
+def test_rows_without_a_cosine_are_refused_by_index_or_dropped_on_request(model, tmp_path, capsys, bad_value):
+    folder, net = model
+    rows = good_rows(8)
+    rows[[2, 5]] = 0.0
+    rows[[2, 5], 0] = bad_value
+    x, y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x, rows)
+    assert "2 row(s) that are NaN/inf or all zero, first [2, 5]" in refused(capsys, folder, x, y)
+    assert not y.exists()
+
+    compress(folder, x, y, "--drop-bad-rows")
+    kept = np.delete(rows, [2, 5], axis=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(y), net(torch.from_numpy(kept)).numpy(), rtol=1e-6)
+    assert np.isfinite(np.load(y)).all()

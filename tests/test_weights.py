@@ -1,0 +1,43 @@
+"""A reducer's map as a layer spec and safetensors: what compress serves, rebuilt without running code."""
+
+import pytest
+import torch
+from helpers.reducers import build, fit_full_batch, low_rank_vectors
+
+from simreduce.errors import SimreduceError
+from simreduce.reducers.base import apply_net
+from simreduce.reducers.weights import SPEC_FORMAT, layer_spec, rebuild, save_weights
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("cosine", []), ("cosine", ["encoder.hidden=[8]"]), ("autoencoder", []), ("pca", []), ("svd", []), ("random", [])],
+)
+def test_every_reducer_is_rebuilt_from_its_spec_and_tensors(tmp_path, name, overrides):
+    x = low_rank_vectors()
+    reducer = build(name, x, *overrides)
+    if reducer.trains:
+        fit_full_batch(reducer, x, max_steps=3)
+    (candidate,) = reducer.candidates()
+    save_weights(candidate.net, tmp_path / "w.safetensors")
+    rebuilt = rebuild(layer_spec(candidate.net), tmp_path / "w.safetensors", "m")
+    assert torch.equal(apply_net(rebuilt, x), candidate.transform(x))
+
+
+def test_a_map_that_is_not_a_build_mlp_stack_has_no_spec():
+    with pytest.raises(TypeError, match="not a build_mlp stack"):
+        layer_spec(torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2)))
+
+
+def test_unknown_formats_and_mismatched_tensors_are_refused(tmp_path):
+    net = build("pca", low_rank_vectors()).net
+    save_weights(net, tmp_path / "w.safetensors")
+    spec = layer_spec(net)
+    with pytest.raises(SimreduceError, match="layer format 'other/2'"):
+        rebuild({**spec, "format": "other/2"}, tmp_path / "w.safetensors", "m")
+    with pytest.raises(SimreduceError, match="weights that do not match its layer spec"):
+        rebuild({**spec, "dim": spec["dim"] + 1}, tmp_path / "w.safetensors", "m")
+    (tmp_path / "w.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(SimreduceError, match="weights that do not match"):
+        rebuild(spec, tmp_path / "w.safetensors", "m")
+    assert spec["format"] == SPEC_FORMAT
