@@ -1,3 +1,5 @@
+import json
+import shutil
 import socket
 
 import pytest
@@ -6,6 +8,7 @@ from helpers.tiny_model import HIDDEN, WORDS
 
 from simreduce.embedding import WordEmbedder, load_pretrained, pool_hidden_states, resolve_model_source
 from simreduce.errors import SimreduceError
+from simreduce.sources import WordSource
 
 
 def test_tiny_llama_vectors_have_model_width(tiny_llama):
@@ -76,3 +79,33 @@ def test_unloadable_hub_model_fails_at_the_first_check_without_retrying(monkeypa
     assert "HF_HUB_OFFLINE is set" in message if connections == 0 else "cannot be reached" in message
     assert len(attempts) == connections  # one probe of the endpoint at most: no retry
     assert loads == [("tokenizer", True)]  # only the local cache is looked at; the model loader never runs
+
+
+BASE = {"layer": -1, "pooling": "mean", "max_length": 32, "dtype": "float32", "revision": None}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"max_length": 4}, {"pooling": "last"}, {"layer": 1}, {"dtype": "bfloat16"}, {"revision": "v2"}, "model files"],
+    ids=["max_length", "pooling", "layer", "dtype", "revision", "model-files"],
+)
+def test_every_setting_that_changes_a_vector_misses_the_cache(tiny_llama, tmp_path, change):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama, folder)
+    source = WordSource(WordEmbedder("tiny", str(folder), **BASE), tmp_path / "cache", words_file=None, n_words=4)
+    source._words = WORDS  # noqa: SLF001 - the tiny model's vocabulary, not wordfreq's
+    first = source.load().vectors
+    if change == "model files":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-3}))
+        changed = WordEmbedder("tiny", str(folder), **BASE)
+    else:
+        changed = WordEmbedder("tiny", str(folder), **{**BASE, **change})
+    assert source.cache.load(changed.cache_key(), WORDS) is None
+    assert source.cache.load(source.cache_key(), WORDS) is not None and first is not None
+
+
+@pytest.mark.parametrize("change", [{"batch_size": 1}, {"device": "cpu"}, {"trust_remote_code": True}, {"name": "x"}])
+def test_settings_that_change_no_vector_share_the_cache(tiny_llama, change):
+    plain = {"name": "tiny", "name_or_path": str(tiny_llama)}
+    assert WordEmbedder(**{**plain, **change}).cache_key() == WordEmbedder(**plain).cache_key()

@@ -1,11 +1,12 @@
 """Word vectors from a Hugging Face model: one hidden layer, pooled over each word's own tokens."""
 
+import hashlib
 import importlib
 import importlib.metadata
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 PACKAGE_SCHEME = "pkg://"
 POOLINGS = ("mean", "last")
+# WordEmbedder arguments that change how vectors are computed, not what they are (`name` is a label; the
+# device and batch size change the last bits at most). The model's identity comes from its `ModelSource`.
+NOT_IN_CACHE_KEY = ("name", "name_or_path", "batch_size", "device", "trust_remote_code")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,14 @@ class ModelSource:
     model_id: str
     revision: str | None
     local_only: bool
+    files: dict[str, str] = field(default_factory=dict)  # a local folder's file sizes and times: its "revision"
+
+
+def folder_fingerprint(folder: Path) -> dict[str, str]:
+    """{"files": sha256 of each top-level file's name, size and modification time}: a model folder edited
+    in place (new weights, another tokenizer) gets a new cache key without hashing gigabytes."""
+    entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return {"files": hashlib.sha256(repr(entries).encode()).hexdigest()[:16]}
 
 
 def resolve_model_source(name_or_path: str, revision: str | None = None) -> ModelSource:
@@ -46,7 +58,8 @@ def resolve_model_source(name_or_path: str, revision: str | None = None) -> Mode
         return ModelSource(str(folder), name_or_path, revision or version, local_only=True)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return ModelSource(str(path.resolve()), str(path.resolve()), revision, local_only=True)
+        folder = str(path.resolve())
+        return ModelSource(folder, folder, revision, local_only=True, files=folder_fingerprint(path))
     if name_or_path.startswith((".", "/", "~")):
         raise SimreduceError(f"model folder {name_or_path!r} does not exist: pass an existing folder or a hub id.")
     return ModelSource(name_or_path, name_or_path, revision, local_only=False)
@@ -152,6 +165,9 @@ class WordEmbedder:
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ):
+        # Every argument, by name: the cache key takes all but those known not to change a vector, so a
+        # setting added later is in the key unless someone decides otherwise.
+        self.settings = {k: v for k, v in locals().items() if k != "self"}
         if pooling not in POOLINGS:
             raise SimreduceError(f"embedder.pooling={pooling!r} is not one of {POOLINGS}.")
         self.name = name
@@ -165,14 +181,10 @@ class WordEmbedder:
         self.trust_remote_code = trust_remote_code
 
     def cache_key(self) -> dict[str, str]:
-        """What makes two embeddings of the same words identical."""
-        return {
-            "model": self.source.model_id,
-            "revision": self.source.revision or "",
-            "layer": str(self.layer),
-            "pooling": self.pooling,
-            "dtype": self.dtype,
-        }
+        """What makes two embeddings of the same words identical: every setting but those that only change
+        how the work is done, the model's identity and, for a local folder, its files."""
+        key = {k: str(v) for k, v in self.settings.items() if k not in NOT_IN_CACHE_KEY}
+        return {**key, "model": self.source.model_id, "revision": self.source.revision or "", **self.source.files}
 
     @torch.inference_mode()
     def embed(self, words: list[str]) -> torch.Tensor:
