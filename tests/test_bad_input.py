@@ -1,10 +1,11 @@
 """Bad input costs the user one clear line and a non-zero exit, never a traceback or a half-written file."""
 
 import pytest
-from helpers.project import compose_config, run_python, tiny_overrides
+from helpers.project import compose_config, run_python, store_runs, tiny_overrides
 
 from simreduce.errors import exit_on_user_error
-from simreduce.job import run_job
+from simreduce.hydra_callbacks import PrepareTrackingStore
+from simreduce.job import check_settings, run_job
 from simreduce.words import clean_words
 
 
@@ -121,3 +122,89 @@ def test_a_missing_word_list_fails_before_mlflow_is_imported(tmp_path, tiny_llam
     assert "Traceback" not in proc.stderr
     assert "mlflow imported: False" in proc.stdout
     assert not (tmp_path / "mlruns").exists()
+
+
+def expect_one_line_before_any_run(project, overrides: list[str], capsys) -> str:
+    """What `train.py` does with these overrides (its store callback's checks, then the job): exit 2 with one
+    line, and no MLflow run left behind."""
+    cfg = compose_config(overrides)
+    with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
+        check_settings(cfg)
+        run_job(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last_line = err.rstrip("\n").split("\n")[-1]
+    assert last_line.startswith("simreduce: error: ") and len(last_line) < 400
+    assert store_runs(project).empty
+    return last_line
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["seed=-1"], "seed=-1 is outside [0, 2**32)"),
+        (["select.tolerance=-0.5"], "select.tolerance=-0.5 must be"),
+        (["eval.max_exact_n=0", "eval.n_sampled_pairs=0"], "eval.max_exact_n=0 must be at least 1"),
+        (["trainer.accelerator=gpu"], "the trainer settings do not build a Trainer"),
+        (["encoder.hidden=[0]"], "encoder.hidden=[0] must hold positive integer widths"),
+        (["encoder.hidden=[16,-4]"], "encoder.hidden=[16, -4] must hold positive integer widths"),
+        (["encoder.lr=-1"], "encoder.lr=-1 must be a positive number"),
+        (["encoder=autoencoder", "encoder.lr=0"], "encoder.lr=0 must be a positive number"),
+        (["embedder.layer=99"], "embedder.layer=99 is not a hidden state of tiny (3 of them)"),
+        (["data.words_file="], "data.words_file is empty"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v),
+)
+def test_a_bad_setting_is_one_line_where_it_is_first_seen(project, tiny, capsys, overrides, expected):
+    assert expected in expect_one_line_before_any_run(project, [*tiny, *overrides], capsys)
+
+
+@pytest.mark.parametrize(
+    ("write", "expected"),
+    [
+        (
+            lambda p: p.write_bytes("caf\u00e9\nna\u00efve\n".encode("latin-1")),
+            "is not UTF-8 text (byte 0xe9 at offset 3)",
+        ),
+        (lambda p: p.write_bytes(b"\x00\x01\x02binary\x00"), "holds NUL bytes"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+    ids=["latin-1", "binary", "directory"],
+)
+def test_a_words_file_that_is_no_text_file(project, tiny, capsys, write, expected):
+    path = project / "words-input"
+    write(path)
+    assert expected in expect_one_line_before_any_run(project, [*tiny, f"data.words_file={path}"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("bad_words", "expected"),
+    [(["\u2603" * 50_000], "... (50000 chars)"), (["\u2603" * i for i in range(1, 21)], "and 15 more")],
+    ids=["a-50-KB-line", "twenty-words"],
+)
+def test_an_error_naming_words_stays_short(project, tiny, capsys, bad_words, expected):
+    path = project / "words.txt"
+    path.write_text("\n".join(["the", "of", *bad_words]) + "\n")
+    assert expected in expect_one_line_before_any_run(project, [*tiny, f"data.words_file={path}"], capsys)
+
+
+def test_a_cache_folder_that_cannot_be_written(project, tiny, capsys):
+    blocker = project / "a-file"
+    blocker.write_text("not a folder")
+    err = expect_one_line_before_any_run(project, [*tiny, f"data.cache_dir={blocker}/vectors"], capsys)
+    assert "the vector cache folder" in err and "data.cache_dir=" in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"SQLite format 3\x00" + b"\x00" * 100, b"not a database at all" * 100],
+    ids=["truncated", "garbage"],
+)
+def test_a_store_that_is_no_database_fails_once_before_any_job(project, tiny, capsys, content):
+    (project / "mlruns" / "mlflow.db").write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        PrepareTrackingStore().on_multirun_start(compose_config(tiny))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.startswith("simreduce: error: the MLflow store") and "cannot be used" in err

@@ -1,17 +1,27 @@
 """End to end: a tiny sweep (whose Hydra callback selects), then `simreduce select`, then `simreduce compress`."""
 
 import logging
+import shutil
 
 import mlflow
 import numpy as np
 import pytest
-from helpers.project import CHARTS, artifact_paths, compose_config, run_python, store_uri, tiny_overrides, tiny_sweep
+from helpers.project import (
+    CHARTS,
+    artifact_paths,
+    compose_config,
+    run_python,
+    store_uri,
+    sweep_end_config,
+    tiny_overrides,
+    tiny_sweep,
+)
 from helpers.tiny_model import HIDDEN, WORDS
-from omegaconf import OmegaConf
 
+from simreduce import sweep
 from simreduce.cli import main
 from simreduce.hydra_callbacks import SelectSweepWinner
-from simreduce.job import run_job
+from simreduce.job import FAILED_FILE, run_job
 from simreduce.tracking import TrackingStore
 
 SWEEP_CHARTS = {
@@ -94,6 +104,9 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     assert "cannot load model 'models:/no-such-model@winner'" in user_error(capsys, bad_uri)
     assert not (tmp_path / "z.npy").exists()
 
+    shutil.rmtree(tmp_path / "mlruns" / "artifacts")  # a store whose artifacts were deleted
+    assert "its artifacts folder was moved or deleted" in user_error(capsys, ["select"])
+
 
 def test_select_errors_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))  # a project with no store yet
@@ -125,14 +138,41 @@ def test_degenerate_run_is_tagged_and_has_a_zero_floor(project, tiny_llama, tmp_
     assert "metrics.rmse_over_bound" not in run
 
 
-def test_failed_selection_keeps_runs_and_says_how_to_retry(project, caplog):
-    config = OmegaConf.create(
-        {
-            "tracking": {"uri": store_uri(project), "sweep_id": None},
-            "hydra": {"sweep": {"dir": "multirun/2024-01-01/10-00-00"}},
-            "select": {"tolerance": 0.1},
-        }
-    )
-    with caplog.at_level(logging.ERROR):
-        SelectSweepWinner().on_multirun_end(config)
-    assert "simreduce select --sweep 2024-01-01_10-00-00" in caplog.text
+def test_a_selection_that_failed_by_chance_says_how_to_retry(project, caplog, monkeypatch):
+    def locked(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(sweep, "summarise_sweep", locked)
+    with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.ERROR):
+        SelectSweepWinner().on_multirun_end(sweep_end_config(project, "multirun/2024-01-01/10-00-00"))
+    assert exit_info.value.code == 1
+    assert "database is locked" in caplog.text
+    assert "retry with `simreduce select --sweep 2024-01-01_10-00-00`" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content", [b"SQLite format 3\x00" + b"\x00" * 100, b"garbage" * 100], ids=["truncated", "garbage"]
+)
+def test_select_on_a_store_that_is_no_database_is_one_line(tmp_path, monkeypatch, capsys, content):
+    monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))
+    (tmp_path / "mlruns").mkdir()
+    (tmp_path / "mlruns" / "mlflow.db").write_bytes(content)
+    assert "cannot be used" in user_error(capsys, ["select"])
+
+
+@pytest.mark.parametrize("dims", ["0", "16,-4"])
+def test_floor_refuses_a_size_that_is_no_size(project, capsys, tiny_llama, words_file, dims):
+    overrides = [o for o in tiny_overrides(tiny_llama, words_file) if not o.startswith(("encoder.", "trainer."))]
+    assert "must be a positive integer" in user_error(capsys, ["floor", "--dims", dims, *overrides])
+
+
+def test_a_sweep_whose_jobs_failed_before_any_run_exits_1_without_retry_advice(project, caplog):
+    sweep_dir = project / "multirun" / "2026-12-01" / "10-00-00"
+    for job, line in enumerate(["FAILED cosine-d0004: encoder.lr=-1 must be", "FAILED cosine-d0008: encoder.lr=-1"]):
+        (sweep_dir / str(job)).mkdir(parents=True)
+        (sweep_dir / str(job) / FAILED_FILE).write_text(line + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        SelectSweepWinner().on_multirun_end(sweep_end_config(project, sweep_dir))
+    assert exit_info.value.code == 1
+    assert "has no finished runs" in caplog.text and "retry" not in caplog.text
+    assert caplog.records[-1].getMessage() == "2 job(s) of sweep 2026-12-01_10-00-00 failed: cosine-d0004, cosine-d0008"

@@ -4,6 +4,7 @@ from helpers.project import PROJECT_ROOT, compose_config
 from hydra.utils import instantiate
 
 from simreduce.paths import ROOT_ENV
+from simreduce.tracking.sweeps import sweep_id_of
 
 # Built with a width; every other group instantiates as composed.
 NEEDS_INPUT_WIDTH = {"encoder"}
@@ -68,3 +69,12 @@ def test_overrides_reach_the_built_objects():
     assert encoder.dim == 16
     assert [m.out_features for m in encoder.net if hasattr(m, "out_features")] == [32, 16]
     assert cfg.trainer.max_steps == 7
+
+
+def test_two_sweeps_launched_in_the_same_second_get_their_own_sweep_ids():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        first, second = (compose("config", return_hydra_config=True).hydra.sweep.dir for _ in range(2))
+    assert sweep_id_of(first) != sweep_id_of(second)
+    assert sweep_id_of(first).split("_")[1].count("-") == 3  # hours, minutes, seconds, microseconds

@@ -8,6 +8,7 @@ rebuilt, never used.
 import hashlib
 import json
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
+from simreduce.words import shown
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def check_vectors(vectors: torch.Tensor, words: list[str]) -> None:
     if bad.any():
         named = [words[i] for i in bad.nonzero().flatten().tolist()]
         raise SimreduceError(
-            f"{len(named)} word vector(s) are NaN/inf or all zero, for {named[:10]}: "
+            f"{len(named)} word vector(s) are NaN/inf or all zero, for {shown(named)}: "
             "remove these words or pick another embedder layer."
         )
 
@@ -81,12 +83,23 @@ class VectorCache:
             save_file({"vectors": vectors}, str(tmp), metadata=meta)
         return path
 
+    def _check_writable(self) -> None:
+        """The folder exists and takes files (the lock file, the cache file), or one line says where to go."""
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tempfile.NamedTemporaryFile(dir=self.cache_dir).close()
+        except OSError as e:
+            raise SimreduceError(
+                f"the vector cache folder {str(self.cache_dir)!r} cannot be written ({e.strerror or e}): "
+                "set data.cache_dir=<a writable folder> or SIMREDUCE_ROOT."
+            ) from e
+
     def get_or_build(
         self, key: dict[str, str], words: list[str], build: Callable[[list[str]], torch.Tensor]
     ) -> torch.Tensor:
         """Cached vectors for `words`, embedding them with `build` (once, across processes) when needed."""
         path = self.path_for(key, words)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_writable()
         with FileLock(str(path) + ".lock"):
             vectors = self.load(key, words)
             if vectors is None:

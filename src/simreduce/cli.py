@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from simreduce.errors import exit_on_user_error
 from simreduce.paths import CONFIG_DIR, default_paths
+from simreduce.signals import stop_signals_deferred
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         from simreduce.sweep import summarise_sweep  # MLflow's import is deferred so that --help stays quick
         from simreduce.tracking import TrackingStore
 
-        for result in summarise_sweep(TrackingStore.open(store_uri), args.sweep, args.tolerance, args.experiment):
+        with stop_signals_deferred():  # a stop ends the summary run KILLED, registering nothing
+            summaries = summarise_sweep(TrackingStore.open(store_uri), args.sweep, args.tolerance, args.experiment)
+        for result in summaries:
             print(result.report())
 
 

@@ -88,6 +88,8 @@ class VectorDataModule(pl.LightningDataModule):
 
     def __init__(self, source: VectorSource, val_fraction: float = 0.2, batch_size: int = 1024, seed: int = 0):
         super().__init__()
+        if not 0 <= seed < 2**32:  # numpy's and Lightning's range
+            raise SimreduceError(f"seed={seed} is outside [0, 2**32): use e.g. seed=0.")
         if batch_size < 2:
             raise SimreduceError(f"data.batch_size={batch_size} is below 2: a batch needs pairs.")
         if not 0 <= val_fraction < 1:

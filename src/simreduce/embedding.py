@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from simreduce.errors import SimreduceError
+from simreduce.words import shown
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,12 @@ class WordEmbedder:
         memory is the result plus one batch of activations, whatever N is.
         """
         tokenizer, model = load_pretrained(self.source, self.dtype, self.trust_remote_code)
+        n_states = model.config.num_hidden_layers + 1  # the embeddings, then one per layer
+        if not -n_states <= self.layer < n_states:
+            raise SimreduceError(
+                f"embedder.layer={self.layer} is not a hidden state of {self.name} ({n_states} of them): "
+                f"use -1 for the last, or 0..{n_states - 1}."
+            )
         device = pick_device(self.device)
         model.to(device)
         if tokenizer.pad_token is None:
@@ -225,7 +232,7 @@ class WordEmbedder:
         empty = [w for w, n in zip(batch, token_mask.sum(dim=1).tolist(), strict=True) if n == 0]
         if empty:
             raise SimreduceError(
-                f"word(s) {empty[:5]} tokenize to nothing but special or unknown tokens with {self.name}: "
+                f"word(s) {shown(empty)} tokenize to nothing but special or unknown tokens with {self.name}: "
                 "remove them from the word list."
             )
         out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from simreduce.losses import cosine_similarity_loss
 from simreduce.paths import CONFIG_DIR
+from simreduce.reducers.base import check_dim, check_rank, check_size
 from simreduce.reducers.closed_form import cosine_svd_axes
 
 # How far "below the floor" a reducer may appear: the floor is an optimum found in float64, a reducer's loss is
@@ -53,8 +54,14 @@ def floor_table(cfg: DictConfig, dims: Sequence[int] | None = None) -> dict[int,
     (default: `floor.dims`)."""
     from simreduce.data import load_data  # Lightning: only once the config is valid
 
+    dims = list(dims or cfg.floor.dims)
+    for dim in dims:
+        check_size(dim)
     train_vectors = load_data(cfg.data).train_vectors
-    return {dim: cosine_floor(train_vectors, dim) for dim in dims or cfg.floor.dims}
+    for dim in dims:  # all checked before the first, slow, optimisation
+        check_dim(dim, train_vectors.shape[1])
+        check_rank(dim, len(train_vectors), "the floor's SVD start")
+    return {dim: cosine_floor(train_vectors, dim) for dim in dims}
 
 
 def floor_report(overrides: Sequence[str], dims: Sequence[int] | None = None) -> list[str]:

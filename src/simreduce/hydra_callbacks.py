@@ -2,25 +2,28 @@
 pick the sweep's winner once all its jobs are done."""
 
 import logging
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from simreduce.errors import exit_on_user_error
+from simreduce.errors import StopRequested, exit_on_user_error, find_user_error
+from simreduce.signals import stop_signals_deferred
 
 log = logging.getLogger(__name__)
 
 
 class PrepareTrackingStore(Callback):
-    """Before any job: check the source's ids (a missing or empty word list fails here, in a second, before
-    MLflow is imported), then create the store and the experiment once, so parallel jobs do not race to."""
+    """Before any job: check the settings (a missing or empty word list fails here, in seconds, before MLflow
+    is imported), then create the store and the experiment once, so parallel jobs do not race to. A bad
+    setting or an unusable store ends the run or sweep here, once, with one line and exit 2."""
 
     def _prepare(self, config: DictConfig) -> None:
-        from hydra.utils import instantiate
+        from simreduce.job import check_settings
 
         with exit_on_user_error():
-            instantiate(config.data).source.ids()
+            check_settings(config)
             from simreduce.tracking import TrackingStore
 
             TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
@@ -36,31 +39,46 @@ class SelectSweepWinner(Callback):
     """After `python train.py -m ...`: rank the sweep's runs, log its summary run, register the winner, and
     repeat the sizes the sweep skipped.
 
-    The runs are already safe in MLflow, so a failure of the selection itself is reported, with the command
-    that retries it, and does not fail the sweep; a job that failed (and was not redone) makes it exit 1.
+    The sweep exits 1 when any job failed (whether or not its MLflow run was opened) or selection failed, with
+    a last line naming the failed jobs; retrying selection is suggested only where it can help (the runs are
+    there and readable, and something else went wrong).
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from simreduce import sweep
-        from simreduce.job import skipped_sizes
+        from simreduce.job import FAILED_FILE, SKIPPED_FILE, job_notes
         from simreduce.tracking import TrackingStore
         from simreduce.tracking.sweeps import failed_sweep_runs, sweep_id_of
 
         sweep_id = config.tracking.sweep_id or sweep_id_of(config.hydra.sweep.dir)
-        store = TrackingStore(config.tracking.uri)
-        skipped = skipped_sizes(config.hydra.sweep.dir)
+        failed = {failed_job_name(line) for line in job_notes(config.hydra.sweep.dir, FAILED_FILE)}
+        selected = False
         try:
-            opened = TrackingStore.open(store.uri)
-            for result in sweep.summarise_sweep(opened, sweep_id, config.select.tolerance, skipped=skipped):
+            store = TrackingStore.open(config.tracking.uri)
+            skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
+            with stop_signals_deferred():
+                summaries = sweep.summarise_sweep(store, sweep_id, config.select.tolerance, skipped=skipped)
+            for result in summaries:
                 print(result.report(), flush=True)
-        except Exception as e:  # the runs are kept whatever went wrong
-            log.error(
-                "selection of sweep %s failed (%s: %s); its runs are kept: retry with `simreduce select --sweep %s`",
-                sweep_id,
-                type(e).__name__,
-                e,
-                sweep_id,
+            selected = True
+            failed |= set(failed_sweep_runs(store, sweep_id))
+        except StopRequested as stop:
+            print(
+                f"simreduce: {stop} during selection; the summary run is marked KILLED and nothing was registered: "
+                f"redo it with `simreduce select --sweep {sweep_id}`",
+                file=sys.stderr,
             )
-        if failed := failed_sweep_runs(store, sweep_id):
+            raise SystemExit(128 + stop.signum) from None
+        except Exception as e:  # the runs are kept whatever went wrong
+            user_error = find_user_error(e)
+            retry = "" if user_error else f": retry with `simreduce select --sweep {sweep_id}`"
+            log.error("selection of sweep %s failed (%s)%s", sweep_id, user_error or f"{type(e).__name__}: {e}", retry)
+        if failed:
             log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
+        if failed or not selected:
             raise SystemExit(1)
+
+
+def failed_job_name(line: str) -> str:
+    """`cosine-d0064` from a job's `FAILED cosine-d0064: <error>` line."""
+    return line.removeprefix("FAILED ").split(": ", 1)[0]

@@ -19,14 +19,16 @@ from omegaconf import DictConfig
 
 from simreduce.console import quiet_dependencies
 from simreduce.data import VectorDataModule, load_data
-from simreduce.errors import StopRequested, find_user_error
+from simreduce.errors import SimreduceError, StopRequested, find_user_error
 from simreduce.paths import project_root
 from simreduce.reducers.base import Candidate, Reducer, run_name
 from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
 
 log = logging.getLogger(__name__)
 
-SKIPPED_FILE = "skipped.txt"  # in a skipped job's Hydra output dir: the line the sweep's summary repeats
+# In a job's Hydra output dir, the line the sweep's end repeats: why it skipped its size, or how it failed.
+SKIPPED_FILE = "skipped.txt"
+FAILED_FILE = "failed.txt"
 
 
 def in_multirun() -> bool:
@@ -46,7 +48,7 @@ def run_job(cfg: DictConfig) -> float:
     datamodule = load_data(cfg.data)
     if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim)):
         log.warning(reason)
-        (Path(HydraConfig.get().runtime.output_dir) / SKIPPED_FILE).write_text(reason + "\n")
+        write_job_note(SKIPPED_FILE, reason)
         return float("nan")
     with stop_signals_deferred():
         try:
@@ -54,11 +56,42 @@ def run_job(cfg: DictConfig) -> float:
         except Exception as e:
             if not in_multirun():
                 raise
-            if user_error := find_user_error(e):
-                log.error("job failed: %s", user_error)
-            else:
-                log.exception("job failed")
+            user_error = find_user_error(e)
+            line = f"FAILED {job_name(cfg)}: {user_error or f'{type(e).__name__}: {e}'}".splitlines()[0]
+            log.error(line, exc_info=user_error is None)  # a bug keeps its traceback
+            write_job_note(FAILED_FILE, line)
             return float("nan")
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The settings every job reads, checked once before any job starts, so a typo fails the run or the sweep
+    in seconds with one line and leaves no MLflow run: the source's ids first (before anything heavy is
+    imported), then scoring, selection and the trainer's accelerator. Sizes are checked per job, where the
+    input width is known (a sweep skips those that are no reduction)."""
+    from simreduce.selection import check_tolerance
+
+    instantiate(cfg.data).source.ids()
+    instantiate(cfg.eval)
+    check_tolerance(cfg.select.tolerance)
+    with quiet_dependencies(verbose=hydra_verbose()):
+        try:
+            instantiate(cfg.trainer, logger=False, enable_progress_bar=False, callbacks=[])
+        except Exception as e:  # Hydra wraps what Lightning raised (no such accelerator, an unknown key)
+            cause = str(e.__cause__ or e).strip().splitlines()[0]
+            raise SimreduceError(f"the trainer settings do not build a Trainer ({cause}): check trainer.*") from e
+
+
+def job_name(cfg: DictConfig) -> str:
+    """The job's run name (`cosine-d0064`), or its overrides when the encoder config cannot name one."""
+    try:
+        return run_name(get_class(cfg.encoder._target_).kind, cfg.encoder.dim)
+    except Exception:  # a bad encoder target: the job fails on it, and is named by what the user typed
+        return " ".join(HydraConfig.get().overrides.task)
+
+
+def write_job_note(file_name: str, line: str) -> None:
+    """One line in this job's Hydra output dir, for the sweep's end to repeat (`job_notes`)."""
+    (Path(HydraConfig.get().runtime.output_dir) / file_name).write_text(line + "\n")
 
 
 def oversized(dim: object, in_dim: int) -> str | None:
@@ -72,9 +105,9 @@ def oversized(dim: object, in_dim: int) -> str | None:
     return None
 
 
-def skipped_sizes(sweep_dir: str | Path) -> list[str]:
-    """The reasons the jobs of a sweep skipped their size, in job order."""
-    found = Path(sweep_dir).glob(f"*/{SKIPPED_FILE}")
+def job_notes(sweep_dir: str | Path, file_name: str) -> list[str]:
+    """The lines the jobs of a sweep left in `file_name` (`SKIPPED_FILE`, `FAILED_FILE`), in job order."""
+    found = Path(sweep_dir).glob(f"*/{file_name}")
     return [p.read_text().strip() for p in sorted(found, key=lambda p: (len(p.parent.name), p.parent.name))]
 
 
@@ -133,9 +166,10 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         "git_commit": runs.git_commit(project_root()),
         **runs.process_tags(),
     }
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)  # a bad encoder setting fails before a run opens
+    settings = instantiate(cfg.eval)
     with runs.job_run(store, experiment_id, name, tags) as run:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)
         # At or above the rank of the training set a reducer can reach zero fit loss trivially.
         run.set_tag("degenerate", str(reducer.dim >= len(datamodule.train_idx)).lower())
         run.log_config(cfg)
@@ -145,7 +179,7 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
         (candidate,) = reducer.candidates()
-        metrics = log_candidate(run, candidate, datamodule, instantiate(cfg.eval), cfg.tracking.log_model)
+        metrics = log_candidate(run, candidate, datamodule, settings, cfg.tracking.log_model)
         run.log_metrics({"train_seconds": train_seconds})
 
     score = run_score(metrics)

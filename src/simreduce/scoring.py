@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from simreduce.errors import SimreduceError
 from simreduce.evaluation import (
     PairSimilarities,
     difference_stats,
@@ -26,6 +27,13 @@ class EvalSettings:
     n_sampled_pairs: int = 1_000_000
     max_neighbour_words: int = 2048
     seed: int = 0
+
+    def __post_init__(self):
+        for name in ("max_exact_n", "n_sampled_pairs"):
+            if not getattr(self, name) >= 1:
+                raise SimreduceError(f"eval.{name}={getattr(self, name)} must be at least 1: pairs have to be scored.")
+        if not self.max_neighbour_words >= 2:
+            raise SimreduceError(f"eval.max_neighbour_words={self.max_neighbour_words} must be at least 2.")
 
 
 @dataclass(frozen=True)

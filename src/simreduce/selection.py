@@ -104,10 +104,14 @@ def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: p
     return f"{_label(winner)} wins: {why}."
 
 
+def check_tolerance(tolerance: float) -> None:
+    if not tolerance >= 0:
+        raise SimreduceError(f"select.tolerance={tolerance} must be a number at or above 0, e.g. 0.1 for 10%.")
+
+
 def select_winner(runs: pd.DataFrame, tolerance: float) -> Selection:
     """Rank `runs` (see `run_table`) and apply the rule of the module docstring."""
-    if not tolerance >= 0:
-        raise SimreduceError(f"tolerance={tolerance} must be a number at or above 0, e.g. 0.1 for 10%.")
+    check_tolerance(tolerance)
     table = run_table(runs)
     if table.empty or table.score.isna().all():
         raise SimreduceError("the sweep has no finished run with an rmse to compare: nothing to select.")

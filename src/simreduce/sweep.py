@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from simreduce import plots
 from simreduce.selection import Selection, markdown_table, select_winner, text_table
+from simreduce.signals import raise_if_stop_requested
 from simreduce.tracking import TrackingStore
 from simreduce.tracking.registry import register_winner
 from simreduce.tracking.store import runs_page
@@ -98,6 +99,7 @@ def summarise_experiment(
         },
         child_run_ids=list(runs.run_id),
     )
+    raise_if_stop_requested()  # a stop during selection registers nothing
     embedder = runs.loc[runs.run_id == winner.run_id, "embedder"].iloc[0]
     registered = register_winner(
         store,

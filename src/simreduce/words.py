@@ -21,12 +21,34 @@ def top_english_words(n_words: int) -> list[str]:
 
 
 def read_words_file(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file; anything else (a folder, a binary file, another encoding) is refused."""
+    if str(path) == "":
+        raise SimreduceError(
+            "data.words_file is empty: pass a text file (one word a line), or leave it out for the most frequent "
+            "English words."
+        )
     path = Path(path).expanduser()
     if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise SimreduceError(f"words file {str(path)!r} {what}: pass data.words_file=<a text file, one word a line>.")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise SimreduceError(
-            f"words file {str(path)!r} does not exist: pass data.words_file=<a text file, one word a line>."
-        )
-    return path.read_text(encoding="utf-8").splitlines()
+            f"words file {str(path)!r} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}): "
+            "save it as UTF-8, one word a line."
+        ) from None
+    if "\x00" in text:
+        raise SimreduceError(f"words file {str(path)!r} holds NUL bytes, so it is not a text file: pass a word list.")
+    return text.splitlines()
+
+
+def shown(words: list[str], n: int = 5, width: int = 40) -> str:
+    """At most `n` words for an error message, each cut to `width` characters: a 50 KB line stays short."""
+    cut = [w if len(w) <= width else f"{w[:width]}... ({len(w)} chars)" for w in words[:n]]
+    more = f" and {len(words) - n} more" if len(words) > n else ""
+    return f"{cut}{more}"
 
 
 def clean_words(words: list[str], source: str) -> list[str]:
@@ -48,6 +70,6 @@ def clean_words(words: list[str], source: str) -> list[str]:
 
 def load_words(n_words: int, words_file: str | None = None) -> list[str]:
     """`words_file` when given (all its words), else the `n_words` most frequent English words."""
-    if words_file:
+    if words_file is not None:
         return clean_words(read_words_file(words_file), source=str(words_file))
     return clean_words(top_english_words(n_words), source="wordfreq")

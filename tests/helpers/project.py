@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHARTS = {"plots/base_distributions.png", "plots/difference_distribution.png", "plots/base_and_difference.png"}
@@ -80,3 +80,14 @@ def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:
     for item in mlflow.MlflowClient().list_artifacts(run_id, folder):
         paths |= artifact_paths(run_id, item.path) if item.is_dir else {item.path}
     return paths
+
+
+def sweep_end_config(root, sweep_dir) -> DictConfig:
+    """The parts of a sweep's config its end callback reads."""
+    return OmegaConf.create(
+        {
+            "tracking": {"uri": store_uri(root), "sweep_id": None},
+            "select": {"tolerance": 0.1},
+            "hydra": {"sweep": {"dir": str(sweep_dir)}},
+        }
+    )

@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from simreduce.reducers.base import build_mlp, check_dim
+from simreduce.reducers.base import build_mlp, check_dim, check_lr
 from simreduce.reducers.training import StopBelowLearningRate, TrainedReducer
 
 
@@ -31,6 +31,7 @@ class Autoencoder(TrainedReducer):
     ):
         super().__init__()
         check_dim(dim, in_dim)
+        check_lr(lr)
         self.save_hyperparameters()
         self.dim = dim
         self.net = build_mlp(in_dim, list(hidden), dim, out_bias=True)

@@ -43,6 +43,8 @@ def apply_net(net: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
 
 def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
     """Linear layers with GELU between them; `hidden=[]` is a single linear map."""
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden):
+        raise SimreduceError(f"encoder.hidden={list(hidden)} must hold positive integer widths, e.g. [512] or [].")
     widths = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
@@ -78,13 +80,23 @@ class Reducer:
         return [Candidate(self.kind, self.dim, self.net)]
 
 
-def check_dim(dim: int, in_dim: int) -> None:
+def check_size(dim: int) -> None:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
         raise SimreduceError(f"encoder.dim={dim!r} must be a positive integer.")
+
+
+def check_dim(dim: int, in_dim: int) -> None:
+    check_size(dim)
     if dim >= in_dim:
         raise SimreduceError(
             f"encoder.dim={dim} is not below the input width {in_dim}: nothing would be compressed; pick a smaller dim."
         )
+
+
+def check_lr(lr: float | None) -> None:
+    """A learning rate is a positive number; None leaves the reducer's default."""
+    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise SimreduceError(f"encoder.lr={lr!r} must be a positive number (or null for the default).")
 
 
 def check_rank(dim: int, n_rows: int, method: str) -> None:

@@ -10,7 +10,7 @@ from torch.nn.utils import parametrize
 
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss
-from simreduce.reducers.base import build_mlp, check_dim, set_linear
+from simreduce.reducers.base import build_mlp, check_dim, check_lr, set_linear
 from simreduce.reducers.training import StopOnPlateau, TrainedReducer
 from simreduce.spectrum import Spectrum, cosine_spectrum
 
@@ -83,6 +83,7 @@ class CosineEncoder(TrainedReducer):
     ):
         super().__init__()
         check_dim(dim, in_dim)
+        check_lr(lr)
         if init not in INITS:
             raise SimreduceError(f"encoder.init={init!r} is not one of {INITS}.")
         if optimizer not in OPTIMIZERS:

@@ -7,7 +7,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -65,7 +64,7 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
     try:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=store.uri))
         model = Model.load(folder)
-    except (MlflowException, OSError, ValueError) as e:
+    except Exception as e:  # whatever the URI's scheme made MLflow try: it yields no model
         raise SimreduceError(
             f"cannot load model {model_uri!r} from {store.uri} ({str(e).splitlines()[0]}): pass e.g. "
             "models:/simreduce-minilm@winner after `simreduce select`, or check --tracking-uri."

@@ -71,7 +71,24 @@ class TrackingStore:
                     f"MLflow store folder {str(folder)!r} is not writable ({e.strerror}): "
                     "set tracking.uri=sqlite:///<a writable folder>/mlflow.db or SIMREDUCE_ROOT."
                 ) from e
+        with store.usable():
+            store.client.search_experiments(max_results=1)  # creates a new store's tables, reads an old one's
         return store
+
+    @contextlib.contextmanager
+    def usable(self) -> Iterator[None]:
+        """MLflow's and SQLAlchemy's errors from a store that cannot be read or written (a truncated or
+        read-only database, a file that is no database) as one line that says what to do."""
+        try:
+            yield
+        except SimreduceError:
+            raise
+        except Exception as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise SimreduceError(
+                f"the MLflow store {self.uri} cannot be used ({reason}): check that the file is a readable and "
+                "writable MLflow database, or move it aside to start a new store."
+            ) from e
 
     @classmethod
     def open(cls, uri: str) -> "TrackingStore":
@@ -82,18 +99,24 @@ class TrackingStore:
                 f"there is no MLflow store at {uri}: run `python train.py -m ...` first, or pass --tracking-uri "
                 "(or set SIMREDUCE_ROOT) to the project that holds mlruns/."
             )
+        with store.usable():
+            store.client.search_experiments(max_results=1)
         return store
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment `name`, created (artifacts beside a SQLite store) if it does not exist yet."""
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        artifacts = str(self.sqlite_file.parent / "artifacts") if self.sqlite_file is not None else None
-        try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
-        except MlflowException:  # another job created it a moment ago
-            return self.client.get_experiment_by_name(name).experiment_id
+        with self.usable():
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+            artifacts = str(self.sqlite_file.parent / "artifacts") if self.sqlite_file is not None else None
+            try:
+                return self.client.create_experiment(name, artifact_location=artifacts)
+            except MlflowException:  # another job created it a moment ago, or the store is read-only
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return found.experiment_id
 
     def existing_experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -108,7 +131,15 @@ class TrackingStore:
     def downloaded(self, run_id: str, artifact_path: str) -> Iterator[Path]:
         """A run's artifact, downloaded to a temporary file for the block's duration."""
         with tempfile.TemporaryDirectory() as tmp:
-            yield Path(self.client.download_artifacts(run_id, artifact_path, tmp))
+            try:
+                path = Path(self.client.download_artifacts(run_id, artifact_path, tmp))
+            except (MlflowException, OSError) as e:
+                raise SimreduceError(
+                    f"artifact {artifact_path!r} of run {run_id} cannot be read from {self.uri} "
+                    f"({str(e).strip().splitlines()[0][:200]}): its artifacts folder was moved or deleted; "
+                    "run the sweep again."
+                ) from e
+            yield path
 
     def activate(self) -> None:
         """Point MLflow's fluent API at this store, right before a fluent call."""

@@ -10,7 +10,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.entities import Run
 
-from simreduce.errors import SimreduceError
+from simreduce.errors import SimreduceError, StopRequested
+from simreduce.signals import raise_if_stop_requested
 from simreduce.tracking.runs import JobRun
 from simreduce.tracking.store import TrackingStore, quoted
 
@@ -156,12 +157,19 @@ def log_sweep_summary(
     else:
         run_id = store.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}").info.run_id
     run = JobRun(store, run_id)
-    for key, value in {SUMMARY_TAG: sweep_id, "mlflow.note.content": note, **tags}.items():
-        run.set_tag(key, value)
-    run.log_metrics(metrics)
-    for artifact_path, text in texts.items():
-        run.log_text(text, artifact_path)
-    run.log_figures(figures)
+    try:  # a stop signal is taken between the parts (see `signals.py`), and ends the run KILLED
+        for key, value in {SUMMARY_TAG: sweep_id, "mlflow.note.content": note, **tags}.items():
+            run.set_tag(key, value)
+        run.log_metrics(metrics)
+        raise_if_stop_requested()
+        for artifact_path, text in texts.items():
+            run.log_text(text, artifact_path)
+        raise_if_stop_requested()
+        run.log_figures(figures)
+        raise_if_stop_requested()
+    except BaseException as e:
+        store.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt | StopRequested) else "FAILED")
+        raise
     store.client.set_terminated(run_id, "FINISHED")
     for child in child_run_ids:
         store.client.set_tag(child, "mlflow.parentRunId", run_id)
