@@ -3,6 +3,7 @@
     python bench/run.py                      # training, sweep, evaluation (a few minutes on 2 cores)
     python bench/run.py --only scale         # 100k x 2048 vectors through train.py (about 5-10 minutes)
     python bench/run.py --only embedding     # 50k words embedded by the default model
+    python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
     python bench/run.py --only training --accelerator gpu
 
 Prints markdown tables. Not a test: figures depend on the machine and on what else runs on it, which is
@@ -15,7 +16,7 @@ import os
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale", "embedding")
+BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead")
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -61,6 +62,10 @@ def main() -> None:
         import scale
 
         scale.run(args.scale_n, 2048, args.scale_dim, args.overrides)
+    if "overhead" in chosen:
+        import overhead
+
+        overhead.run(args.sweep_dims, args.repeats)
     if "embedding" in chosen:
         import embedding_cost
 
