@@ -50,7 +50,10 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "rank winner" in sweep.stdout and "cosine d=8 wins: it has the lowest heldout rmse" in sweep.stdout
-    assert "registered as models:/simreduce-tiny@winner" in sweep.stdout
+    assert (
+        "registered as simreduce-words-tiny version 1; models:/simreduce-words-tiny@winner moved to it "
+        "(no version held it)" in sweep.stdout
+    )
 
     mlflow.set_tracking_uri(store_uri(tmp_path))
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
@@ -81,10 +84,15 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     assert "cosine d=4 wins: the smallest size whose heldout rmse" in out
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
     assert runs["tags.mlflow.runName"].str.startswith("sweep-").sum() == 1
-    version = mlflow.MlflowClient().get_model_version_by_alias("simreduce-tiny", "winner")
-    assert version.tags["dim"] == "4"
+    version = mlflow.MlflowClient().get_model_version_by_alias("simreduce-words-tiny", "winner")
+    assert version.tags["dim"] == "4" and "moved to it (its score" in out  # within tolerance 1.0 of d=8's
 
-    model_uri = "models:/simreduce-tiny@winner"
+    # Selected again by the strict rule, d=8 is registered, but the alias is not to move: it stays on d=4.
+    main(["select", "--experiment", "simreduce-tiny", "--tolerance", "0", "--register", "never"])
+    assert "@winner stays on version 2 (select.register=never)" in capsys.readouterr().out
+    assert mlflow.MlflowClient().get_model_version_by_alias("simreduce-words-tiny", "winner").tags["dim"] == "4"
+
+    model_uri = "models:/simreduce-words-tiny@winner"
     vectors = np.random.default_rng(0).normal(size=(7, HIDDEN)).astype(np.float32)
     np.save(tmp_path / "x.npy", vectors)
     main(["compress", "--model", model_uri, "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")])

@@ -3,7 +3,7 @@ import pytest
 from helpers.project import compose_config
 
 from simreduce.errors import SimreduceError
-from simreduce.selection import TABLE_COLUMNS, markdown_table, select_winner, text_table
+from simreduce.selection import TABLE_COLUMNS, alias_decision, markdown_table, select_winner, text_table
 
 TOLERANCE = compose_config([]).select.tolerance  # the default rule
 
@@ -113,3 +113,28 @@ def test_markdown_and_text_tables_hold_every_run():
     assert len(md) == 4 and "cosine-d0032" in md[2]
     text = text_table(selection.table)
     assert "cosine-d0016" in text and "knn@10" in text
+
+
+WINNER = {"data_id": "abc", "score": "0.100"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "holder", "moves", "why"),
+    [
+        ("auto", None, True, "no version held it"),
+        ("auto", {"version": "3", "data_id": "other", "score": "0.01"}, True, "other data than version 3"),
+        ("auto", {"version": "3", "data_id": "abc", "score": "0.095"}, True, "within 10% of version 3's 0.095"),
+        ("auto", {"version": "3", "data_id": "abc", "score": "0.05"}, False, "version 3 scores 0.05 on the same data"),
+        ("auto", {"version": "3", "data_id": "abc"}, False, "version 3 scores nan"),  # unknown: kept
+        ("always", {"version": "3", "data_id": "abc", "score": "0.05"}, True, "select.register=always"),
+        ("never", None, False, "select.register=never"),
+    ],
+)
+def test_the_winner_alias_moves_only_to_an_as_good_model_or_when_asked(policy, holder, moves, why):
+    moved, reason = alias_decision(policy, holder, WINNER, tolerance=0.1)
+    assert moved is moves and why in reason
+
+
+def test_an_unknown_register_policy_is_a_user_error():
+    with pytest.raises(SimreduceError, match="select.register='sometimes' is not one of"):
+        alias_decision("sometimes", None, WINNER, tolerance=0.1)

@@ -14,6 +14,8 @@ from simreduce.errors import exit_on_user_error
 from simreduce.paths import CONFIG_DIR, default_paths
 from simreduce.signals import stop_signals_deferred
 
+SELECT_DEFAULTS = OmegaConf.load(CONFIG_DIR / "select" / "default.yaml")  # train.py's, so both agree
+
 
 def build_parser() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)
@@ -26,16 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[store],
         help="rank a sweep's runs, log its summary run, register the winner",
         description="Rank a sweep's runs, print the table and the winner, log the summary run `sweep-<id>` "
-        "and register the winner as simreduce-<embedder>@winner.",
+        "and register the winner as a version of simreduce-<source>-<embedder>, moving its @winner alias as "
+        "--register says.",
     )
     select.add_argument("--experiment", help="MLflow experiment (default: wherever the sweep wrote)")
     select.add_argument("--sweep", help="sweep id, the `sweep_id` tag of its runs (default: the latest sweep)")
     select.add_argument(
         "--tolerance",
         type=float,
-        default=OmegaConf.load(CONFIG_DIR / "select" / "default.yaml").tolerance,
+        default=SELECT_DEFAULTS.tolerance,
         help="the winner is the smallest dim whose score is within this share of the best (default: %(default)s, "
         "select.tolerance of train.py)",
+    )
+    select.add_argument(
+        "--register",
+        choices=["auto", "always", "never"],
+        default=SELECT_DEFAULTS.register,
+        help="move the winner alias: auto (unless it holds a better model of the same data), always, never "
+        "(default: %(default)s, select.register of train.py)",
     )
 
     compress = commands.add_parser(
@@ -44,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reduce vectors (.npy) or words (text file) with a logged reducer",
         description="Reduce vectors with a logged reducer and write them as a float32 .npy array.",
     )
-    compress.add_argument("--model", required=True, help="e.g. models:/simreduce-minilm@winner")
+    compress.add_argument("--model", required=True, help="e.g. models:/simreduce-words-minilm@winner")
     compress.add_argument(
         "--input",
         required=True,
@@ -98,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         from simreduce.tracking import TrackingStore
 
         with stop_signals_deferred():  # a stop ends the summary run KILLED, registering nothing
-            summaries = summarise_sweep(TrackingStore.open(store_uri), args.sweep, args.tolerance, args.experiment)
+            summaries = summarise_sweep(
+                TrackingStore.open(store_uri), args.sweep, args.tolerance, args.experiment, register=args.register
+            )
         for result in summaries:
             print(result.report())
 

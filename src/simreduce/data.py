@@ -1,5 +1,7 @@
 """A source's vectors -> seeded train/val split -> batches for Lightning."""
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterator
 
@@ -118,6 +120,12 @@ class VectorDataModule(pl.LightningDataModule):
         log.debug(
             "%d vectors x %d dims: %d train, %d val", len(self.ids), self.dim, len(self.train_idx), len(self.val_idx)
         )
+
+    def identity(self) -> str:
+        """A hash of what makes two runs' scores comparable: the same vectors (source key and ids), split the
+        same way. Batch size and training settings are left out: they change the model, not the data."""
+        found = {"source": self.source.cache_key(), "ids": self.ids, "val": self.val_fraction, "seed": self.seed}
+        return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def dim(self) -> int:

@@ -57,7 +57,9 @@ class SelectSweepWinner(Callback):
             store = TrackingStore.open(config.tracking.uri)
             skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
             with stop_signals_deferred():
-                summaries = sweep.summarise_sweep(store, sweep_id, config.select.tolerance, skipped=skipped)
+                summaries = sweep.summarise_sweep(
+                    store, sweep_id, config.select.tolerance, skipped=skipped, register=config.select.register
+                )
             for result in summaries:
                 print(result.report(), flush=True)
             selected = True

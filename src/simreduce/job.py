@@ -68,11 +68,12 @@ def check_settings(cfg: DictConfig) -> None:
     in seconds with one line and leaves no MLflow run: the source's ids first (before anything heavy is
     imported), then scoring, selection and the trainer's accelerator. Sizes are checked per job, where the
     input width is known (a sweep skips those that are no reduction)."""
-    from simreduce.selection import check_tolerance
+    from simreduce.selection import check_register, check_tolerance
 
     instantiate(cfg.data).source.ids()
     instantiate(cfg.eval)
     check_tolerance(cfg.select.tolerance)
+    check_register(cfg.select.register)
     with quiet_dependencies(verbose=hydra_verbose()):
         try:
             instantiate(cfg.trainer, logger=False, enable_progress_bar=False, callbacks=[])
@@ -161,6 +162,8 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     tags = {
         "sweep_id": sweep_id,
         "embedder": cfg.embedder.name,
+        "source": datamodule.source.kind,
+        "data_id": datamodule.identity(),
         "encoder": kind,
         "config_hash": cfg_hash,
         "git_commit": runs.git_commit(project_root()),

@@ -26,6 +26,8 @@ class Vectors:
 
 
 class VectorSource(Protocol):
+    kind: str  # names the source in registered model names (`simreduce-words-minilm`)
+
     def ids(self) -> list[str]:
         """The row ids, read and validated without loading a model: bad input fails here, in milliseconds."""
 
@@ -39,6 +41,8 @@ class VectorSource(Protocol):
 class WordSource:
     """Words embedded by a model: `words_file` (one word a line) when given, else the `n_words` most frequent
     English words; vectors cached in `cache_dir` under the embedder's key and the word list."""
+
+    kind = "words"
 
     def __init__(
         self, embedder: WordEmbedder, cache_dir: str | Path, n_words: int = 512, words_file: str | None = None

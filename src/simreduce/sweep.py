@@ -10,10 +10,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from simreduce import plots
-from simreduce.selection import Selection, markdown_table, select_winner, text_table
+from simreduce.selection import Selection, alias_decision, check_register, markdown_table, select_winner, text_table
 from simreduce.signals import raise_if_stop_requested
 from simreduce.tracking import TrackingStore
-from simreduce.tracking.registry import register_winner
+from simreduce.tracking.registry import Registration, register_winner
 from simreduce.tracking.store import runs_page
 from simreduce.tracking.sweeps import failed_sweep_runs, load_run_array, log_sweep_summary, sweep_runs
 
@@ -24,15 +24,15 @@ class SweepSummary:
     sweep_id: str
     selection: Selection
     summary_run_id: str
-    registered_uri: str | None
+    registration: Registration | None
     failed: dict[str, str]
     skipped: list[str]
 
     def report(self) -> str:
         """What the terminal shows: the ranked table, the winner and why, and where it went."""
         registered = (
-            f"registered as {self.registered_uri}"
-            if self.registered_uri
+            self.registration.report()
+            if self.registration
             else "not registered: its run logged no model (tracking.log_model=false)"
         )
         return (
@@ -63,7 +63,7 @@ def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figur
 
 
 def summarise_experiment(
-    store: TrackingStore, runs: pd.DataFrame, tolerance: float, skipped: list[str]
+    store: TrackingStore, runs: pd.DataFrame, tolerance: float, skipped: list[str], register: str = "auto"
 ) -> SweepSummary:
     """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
     skipped some sizes (no run was opened for them)."""
@@ -100,15 +100,25 @@ def summarise_experiment(
         child_run_ids=list(runs.run_id),
     )
     raise_if_stop_requested()  # a stop during selection registers nothing
-    embedder = runs.loc[runs.run_id == winner.run_id, "embedder"].iloc[0]
-    registered = register_winner(
+    winner_row = runs.loc[runs.run_id == winner.run_id].iloc[0]
+    version_tags = {
+        "sweep_id": sweep_id,
+        "encoder": winner.encoder,
+        "dim": str(winner.dim),
+        "data_id": winner_row.data_id,
+        "score": repr(float(winner.score)),
+    }
+    registration = register_winner(
         store,
         winner.run_id,
         experiment_id,
-        f"simreduce-{embedder}",
-        tags={"sweep_id": sweep_id, "encoder": winner.encoder, "dim": str(winner.dim)},
+        f"simreduce-{winner_row.source}-{winner_row.embedder}",
+        version_tags,
+        move_alias=lambda holder: alias_decision(register, holder, version_tags, tolerance),
     )
-    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registered, failed, skipped)
+    if registration is not None:
+        store.client.set_tag(summary_run_id, "alias_moved", str(registration.alias_moved).lower())
+    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registration, failed, skipped)
 
 
 def summarise_sweep(
@@ -117,8 +127,11 @@ def summarise_sweep(
     tolerance: float,
     experiment: str | None = None,
     skipped: list[str] = (),
+    register: str = "auto",
 ) -> list[SweepSummary]:
-    """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder)."""
+    """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder);
+    `register` is the `winner` alias policy (`selection.alias_decision`)."""
+    check_register(register)
     runs = sweep_runs(store, sweep_id, experiment)
     groups = runs.groupby("experiment_id", sort=False)
-    return [summarise_experiment(store, group, tolerance, list(skipped)) for _, group in groups]
+    return [summarise_experiment(store, group, tolerance, list(skipped), register) for _, group in groups]

@@ -87,7 +87,7 @@ def sweep_end_config(root, sweep_dir) -> DictConfig:
     return OmegaConf.create(
         {
             "tracking": {"uri": store_uri(root), "sweep_id": None},
-            "select": {"tolerance": 0.1},
+            "select": {"tolerance": 0.1, "register": "auto"},
             "hydra": {"sweep": {"dir": str(sweep_dir)}},
         }
     )

@@ -1,12 +1,14 @@
 """The Model Registry and serving: register a sweep's winner, load a logged reducer back, and read the config
 its run was trained with."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -22,13 +24,38 @@ WEIGHTS_FILE = "weights.safetensors"  # its tensors, logged as one of the PyTorc
 WEIGHTS_PATH = f"extra_files/{WEIGHTS_FILE}"  # where the flavour puts them in the model folder
 
 
-def register_winner(
-    store: TrackingStore, run_id: str, experiment_id: str, name: str, tags: dict[str, str]
-) -> str | None:
-    """Register the model logged by run `run_id` as `name` and point the alias `winner` at it.
+@dataclass(frozen=True)
+class Registration:
+    """A sweep's winner as a version of a registered model, and whether the `winner` alias moved to it."""
 
-    Returns the URI `models:/<name>@winner`, or None when the run logged no model.
-    """
+    name: str
+    version: str
+    holder: str | None  # the version the alias points at now
+    why: str  # why the alias moved, or why it stayed
+
+    @property
+    def alias_moved(self) -> bool:
+        return self.holder == self.version
+
+    def report(self) -> str:
+        if self.alias_moved:
+            alias = f"models:/{self.name}@{WINNER_ALIAS}"
+            return f"registered as {self.name} version {self.version}; {alias} moved to it ({self.why})"
+        held = f"stays on version {self.holder}" if self.holder else "points at no version"
+        return f"registered as {self.name} version {self.version}; @{WINNER_ALIAS} {held} ({self.why})"
+
+
+def register_winner(
+    store: TrackingStore,
+    run_id: str,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    move_alias: Callable[[dict[str, str] | None], tuple[bool, str]],
+) -> Registration | None:
+    """Register the model logged by run `run_id` as a version of `name` (once: selecting a sweep again reuses
+    it), tagged with `tags`, and point the alias `winner` at it if `move_alias(tags of the version holding the
+    alias now, or None)` says so. Returns None when the run logged no model."""
     logged = store.client.search_logged_models(
         experiment_ids=[experiment_id], filter_string=f"source_run_id = {quoted(run_id)}"
     )
@@ -40,8 +67,23 @@ def register_winner(
     if version is None:
         store.activate()
         version = mlflow.register_model(model_uri, name, tags=tags)
+    holder = alias_holder(store, name)
+    if holder is not None and holder["version"] == version.version:
+        return Registration(name, version.version, version.version, "it held the alias already")
+    move, why = move_alias(holder)
+    if not move:
+        return Registration(name, version.version, holder and holder["version"], why)
     store.client.set_registered_model_alias(name, WINNER_ALIAS, version.version)
-    return f"models:/{name}@{WINNER_ALIAS}"
+    return Registration(name, version.version, version.version, why)
+
+
+def alias_holder(store: TrackingStore, name: str) -> dict[str, str] | None:
+    """The tags of the version `name@winner` points at, with its number as `version`; None if there is none."""
+    try:
+        version = store.client.get_model_version_by_alias(name, WINNER_ALIAS)
+    except MlflowException:
+        return None
+    return {**version.tags, "version": version.version}
 
 
 @dataclass(frozen=True)
@@ -57,7 +99,7 @@ class LoggedReducer:
 
 
 def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
-    """The reducer at `model_uri` (`models:/simreduce-minilm@winner`, `models:/<model id>`, `runs:/<id>/model`,
+    """The reducer at `model_uri` (`models:/simreduce-words-minilm@winner`, `models:/<model id>`, `runs:/<id>/model`,
     a folder). Only the files simreduce logs are read (MLmodel, the layer spec, safetensors): a model's own
     loader, code or pickles are never run, so a model simreduce did not log is refused."""
     store.activate()
@@ -67,7 +109,7 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
     except Exception as e:  # whatever the URI's scheme made MLflow try: it yields no model
         raise SimreduceError(
             f"cannot load model {model_uri!r} from {store.uri} ({str(e).splitlines()[0]}): pass e.g. "
-            "models:/simreduce-minilm@winner after `simreduce select`, or check --tracking-uri."
+            "models:/simreduce-words-minilm@winner after `simreduce select`, or check --tracking-uri."
         ) from e
     spec, weights = simreduce_parts(model)
     if spec is None:

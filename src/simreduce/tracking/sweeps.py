@@ -118,6 +118,8 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "experiment_id": run.info.experiment_id,
             "sweep_id": sweep_id,
             "embedder": run.data.tags.get("embedder"),
+            "source": run.data.tags.get("source", "words"),  # runs logged before sources had names
+            "data_id": run.data.tags.get("data_id", ""),
             "encoder": run.data.tags["encoder"],
             "dim": int(run.data.params["encoder.dim"]),
             "degenerate": run.data.tags.get("degenerate", "false") == "true",
