@@ -9,6 +9,7 @@ from simreduce.evaluation import (
     neighbour_subset,
     pair_similarities,
     pca_explained_variance,
+    retrieval_recall,
     similarity_spearman,
 )
 
@@ -80,3 +81,32 @@ def test_pca_explained_variance_grows_to_one():
     shares = [pca_explained_variance(x, d) for d in (1, 4, 8, 20)]
     assert shares == sorted(shares)
     assert 0 < shares[0] < 1 and shares[-1] == pytest.approx(1.0)
+
+
+def clustered(n_clusters: int = 8, per_cluster: int = 12, d: int = 16, seed: int = 0) -> torch.Tensor:
+    """Rows in tight clusters around random unit centres: each row's nearest neighbours are its cluster."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(n_clusters, d, generator=g), dim=1)
+    return centres.repeat_interleave(per_cluster, 0) + 0.01 * torch.randn(n_clusters * per_cluster, d, generator=g)
+
+
+def test_retrieval_recall_finds_a_kept_neighbour_structure_and_loses_a_broken_one():
+    x = clustered()
+    queries = torch.arange(0, len(x), 5)
+    assert retrieval_recall(x, 3.0 * x, queries, [1, 5, 11]) == {1: 1.0, 5: 1.0, 11: 1.0}  # scale: same cosines
+    # Each row keeps only its cluster's centre direction: the 11 others of its cluster stay its top 11.
+    centres_only = x.clone()
+    centres_only[:, 8:] = 0
+    assert retrieval_recall(x, centres_only, queries, [11])[11] == pytest.approx(1.0, abs=0.05)
+    shuffled = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))]
+    assert retrieval_recall(x, shuffled, queries, [11])[11] < 0.3
+
+
+def test_retrieval_recall_is_the_same_in_any_block_size_and_never_counts_the_query_itself():
+    x, reduced = clustered(), clustered()[:, :3]
+    queries = torch.arange(len(clustered()))
+    whole = retrieval_recall(x, reduced, queries, [1, 10])
+    assert retrieval_recall(x, reduced, queries, [1, 10], max_block=len(x)) == pytest.approx(whole)  # 1 per block
+    duplicate = torch.cat([x[:1], x])  # row 0 and row 1 are the same vector: each is the other's nearest
+    assert retrieval_recall(duplicate, duplicate, torch.tensor([0]), [1]) == {1: 1.0}
+    assert retrieval_recall(x[:5], x[:5], torch.arange(5), [10]) == {}  # fewer other rows than k

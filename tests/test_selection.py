@@ -1,9 +1,20 @@
+import re
+
 import pandas as pd
 import pytest
 from helpers.project import compose_config
 
 from simreduce.errors import SimreduceError
-from simreduce.selection import TABLE_COLUMNS, alias_decision, markdown_table, select_winner, text_table
+from simreduce.plots import pareto_frontier
+from simreduce.selection import (
+    TABLE_COLUMNS,
+    Target,
+    alias_decision,
+    make_target,
+    markdown_table,
+    select_winner,
+    text_table,
+)
 
 TOLERANCE = compose_config([]).select.tolerance  # the default rule
 
@@ -138,3 +149,80 @@ def test_the_winner_alias_moves_only_to_an_as_good_model_or_when_asked(policy, h
 def test_an_unknown_register_policy_is_a_user_error():
     with pytest.raises(SimreduceError, match="select.register='sometimes' is not one of"):
         alias_decision("sometimes", None, WINNER, tolerance=0.1)
+
+
+def with_recall(table: pd.DataFrame, recalls: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """`table` with held-out recall@10 per (encoder, dim), bytes per vector and a 384-d input."""
+    recall = [recalls[(e, d)] for e, d in zip(table.encoder, table.dim, strict=True)]
+    return table.assign(
+        **{"heldout/recall_at_10": recall, "bytes_per_vector": 4 * table.dim, "compression_ratio": 384 / table.dim}
+    )
+
+
+RECALL_90 = Target("heldout/recall_at_10", 0.9)
+
+
+def test_the_cheapest_candidate_that_reaches_the_target_wins_and_the_table_is_in_bytes_order():
+    table = with_recall(
+        runs(("cosine", 64, 0.06, False), ("cosine", 128, 0.03, False), ("cosine", 256, 0.01, False)),
+        {("cosine", 64): 0.72, ("cosine", 128): 0.91, ("cosine", 256): 0.96},
+    )
+    selection = select_winner(table, TOLERANCE, RECALL_90)
+    assert (selection.winner.dim, selection.target_met) == (128, True)
+    assert list(selection.table.bytes) == [256, 512, 1024]
+    assert selection.reason == (
+        "cosine d=128 wins: 512 bytes per vector (3x smaller than the 1,536-byte input), heldout/recall_at_10 0.91 "
+        "reaches 0.9; the next cheaper candidate, cosine d=64, reaches 0.72."
+    )
+    assert "heldout/recall_at_10" in text_table(selection.table)
+
+
+def test_when_nothing_reaches_the_target_the_best_is_named_with_the_size_to_try_next():
+    table = with_recall(
+        runs(("cosine", 32, 0.1, False), ("cosine", 64, 0.06, False)), {("cosine", 32): 0.5, ("cosine", 64): 0.7}
+    )
+    selection = select_winner(table, TOLERANCE, RECALL_90)
+    assert (selection.winner.dim, selection.target_met) == (64, False)
+    assert "no candidate reaches heldout/recall_at_10 >= 0.9: the best, cosine d=64, reaches 0.7" in selection.reason
+    assert "try a larger size, e.g. encoder.dim=128" in selection.reason
+    wide = with_recall(runs(("cosine", 256, 0.01, False)), {("cosine", 256): 0.8})
+    assert "no size below the 384-d input is left to try" in select_winner(wide, TOLERANCE, RECALL_90).reason
+
+
+def test_at_the_same_bytes_the_better_metric_wins_and_degenerate_runs_cannot():
+    table = with_recall(
+        runs(("pca", 64, 0.08, False), ("cosine", 64, 0.06, False), ("svd", 32, 0.05, True)),
+        {("pca", 64): 0.92, ("cosine", 64): 0.95, ("svd", 32): 0.99},
+    )
+    winner = select_winner(table, TOLERANCE, RECALL_90).winner
+    assert (winner.encoder, winner.dim) == ("cosine", 64)
+
+
+def test_a_lower_is_better_metric_is_reached_from_below():
+    table = runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False), ("cosine", 64, 0.05, False))
+    target = Target("heldout/rmse", 0.12)
+    assert target.lower_is_better and str(target) == "heldout/rmse <= 0.12"
+    assert select_winner(table, TOLERANCE, target).winner.dim == 32
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "message"),
+    [
+        ("heldout/recall_at_10", "high", "select.target='high' must be a number"),
+        ("recall", 0.9, "select.metric='recall' is not a logged metric name"),
+    ],
+)
+def test_bad_targets_are_user_errors(metric, value, message):
+    with pytest.raises(SimreduceError, match=re.escape(message)):
+        make_target(metric, value)
+    assert make_target("heldout/rmse", None) is None  # the tolerance rule
+
+
+def test_a_target_on_a_metric_the_runs_did_not_log_names_the_ones_they_did():
+    with pytest.raises(SimreduceError, match=r"select.metric='heldout/recall_at_5' is not logged .*heldout/rmse"):
+        select_winner(runs(("cosine", 16, 0.2, False)), TOLERANCE, Target("heldout/recall_at_5", 0.9))
+
+
+def test_the_pareto_frontier_keeps_what_nothing_cheaper_beats():
+    frontier = pareto_frontier(pd.Series([64, 128, 128, 256]), pd.Series([0.5, 0.4, 0.8, 0.7]), True)
+    assert list(frontier.bytes) == [64, 128] and list(frontier.quality) == [0.5, 0.8]

@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
         "select.tolerance of train.py)",
     )
     select.add_argument(
+        "--metric",
+        default=SELECT_DEFAULTS.metric,
+        help="the metric the target is on, any logged one (default: %(default)s, select.metric of train.py)",
+    )
+    select.add_argument(
+        "--target",
+        type=lambda v: None if v.lower() in ("none", "null") else float(v),
+        default=SELECT_DEFAULTS.target,
+        help="the winner is the cheapest candidate whose metric reaches this (>=; <= for rmse-like metrics); "
+        "none: the tolerance rule (default: %(default)s, select.target of train.py)",
+    )
+    select.add_argument(
         "--register",
         choices=["auto", "always", "never"],
         default=SELECT_DEFAULTS.register,
@@ -104,12 +116,19 @@ def main(argv: list[str] | None = None) -> None:
             reduced = compress_file(store_uri, args.model, args.input, args.output, args.drop_bad_rows)
             print(f"wrote {reduced.shape[0]} x {reduced.shape[1]} vectors to {args.output}")
             return
+        from simreduce.selection import make_target
         from simreduce.sweep import summarise_sweep  # MLflow's import is deferred so that --help stays quick
         from simreduce.tracking import TrackingStore
 
         with stop_signals_deferred():  # a stop ends the summary run KILLED, registering nothing
+            target = make_target(args.metric, args.target)
             summaries = summarise_sweep(
-                TrackingStore.open(store_uri), args.sweep, args.tolerance, args.experiment, register=args.register
+                TrackingStore.open(store_uri),
+                args.sweep,
+                args.tolerance,
+                args.experiment,
+                register=args.register,
+                target=target,
             )
         for result in summaries:
             print(result.report())

@@ -177,6 +177,34 @@ def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NE
 
 
 @torch.no_grad()
+def retrieval_recall(
+    original: torch.Tensor, reduced: torch.Tensor, queries: torch.Tensor, ks: list[int], max_block: int = 2**24
+) -> dict[int, float]:
+    """The search yardstick: each query row of `queries` searches all other rows of the corpus; recall@k is
+    the share of its true top k (by cosine of `original` [N, D]) that the `reduced` [N, dim] rows also rank in
+    their top k, averaged over the queries. Exact, in blocks of queries whose [block, N] similarity matrices
+    hold at most `max_block` entries: memory is bounded by the block, never N x N."""
+    unit_o, unit_r = (F.normalize(x.float(), dim=1, eps=EPS) for x in (original, reduced))
+    n, k_max = len(unit_o), max(ks)
+    if n - 1 < k_max:
+        return {}
+    block = max(1, max_block // n)
+    hits = dict.fromkeys(ks, 0.0)
+    for start in range(0, len(queries), block):
+        rows = queries[start : start + block]
+        self_match = (torch.arange(len(rows)), rows)
+        found = []
+        for unit in (unit_o, unit_r):
+            sims = unit[rows] @ unit.T
+            sims[self_match] = -torch.inf
+            found.append(sims.topk(k_max, dim=1).indices)
+        truth, retrieved = found
+        for k in ks:
+            hits[k] += (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k
+    return {k: hits[k] / len(queries) for k in ks}
+
+
+@torch.no_grad()
 def eckart_young_bound(vectors: torch.Tensor, dim: int) -> float:
     """[N, D] vectors -> MSE over pairs i<j of the best rank-`dim` approximation S_d of their cosine matrix S.
 

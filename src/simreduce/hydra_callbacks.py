@@ -47,6 +47,7 @@ class SelectSweepWinner(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from simreduce import sweep
         from simreduce.job import FAILED_FILE, SKIPPED_FILE, job_notes
+        from simreduce.selection import make_target
         from simreduce.tracking import TrackingStore
         from simreduce.tracking.sweeps import failed_sweep_runs, sweep_id_of
 
@@ -58,7 +59,12 @@ class SelectSweepWinner(Callback):
             skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
             with stop_signals_deferred():
                 summaries = sweep.summarise_sweep(
-                    store, sweep_id, config.select.tolerance, skipped=skipped, register=config.select.register
+                    store,
+                    sweep_id,
+                    config.select.tolerance,
+                    skipped=skipped,
+                    register=config.select.register,
+                    target=make_target(config.select.metric, config.select.target),
                 )
             for result in summaries:
                 print(result.report(), flush=True)

@@ -68,12 +68,13 @@ def check_settings(cfg: DictConfig) -> None:
     in seconds with one line and leaves no MLflow run: the source's ids first (before anything heavy is
     imported), then scoring, selection and the trainer's accelerator. Sizes are checked per job, where the
     input width is known (a sweep skips those that are no reduction)."""
-    from simreduce.selection import check_register, check_tolerance
+    from simreduce.selection import check_register, check_tolerance, make_target
 
     instantiate(cfg.data).source.ids()
     instantiate(cfg.eval)
     check_tolerance(cfg.select.tolerance)
     check_register(cfg.select.register)
+    make_target(cfg.select.metric, cfg.select.target)
     with quiet_dependencies(verbose=hydra_verbose()):
         try:
             instantiate(cfg.trainer, logger=False, enable_progress_bar=False, callbacks=[])

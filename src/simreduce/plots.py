@@ -130,3 +130,46 @@ def metrics_vs_dim(table: pd.DataFrame) -> Figure:
     axes.flat[0].legend(fontsize="small")
     fig.suptitle(f"Metrics against dim ({', '.join(sorted(set(data.pairs)))} pairs; bound on training words)")
     return fig
+
+
+def pareto_frontier(bytes_per_vector: pd.Series, quality: pd.Series, higher_is_better: bool) -> pd.DataFrame:
+    """The candidates no other beats on both axes: fewer (or as few) bytes and a better metric."""
+    points = pd.DataFrame({"bytes": bytes_per_vector, "quality": quality}).dropna().sort_values("bytes")
+    best, keep = -np.inf, []
+    for row in points.itertuples():
+        value = row.quality if higher_is_better else -row.quality
+        if value > best:
+            best = value
+            keep.append(row.Index)
+    return points.loc[keep]
+
+
+RATE_PANELS = {  # table column -> (title, higher is better, the logged metric's last name part)
+    "recall@10": ("recall@10: share of true top 10 found", True, "recall_at_10"),
+    "score": ("rmse of the differences", False, "rmse"),
+}
+
+
+def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
+    """A sweep's selection table -> bytes per vector (log 2) against recall@10 and rmse on its scored pairs:
+    one line per reducer, the Pareto frontier, the target's line on its panel, the winner starred, and the
+    uncompressed input (float32) as a reference point."""
+    winner = table[table.winner == "*"]
+    input_bytes = table.input_bytes.dropna()
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
+    for ax, (column, (title, higher_is_better, metric)) in zip(axes, RATE_PANELS.items(), strict=True):
+        for kind, runs in table.sort_values("bytes").groupby("encoder"):
+            ax.plot(runs.bytes, runs[column], marker="o", label=kind)
+        frontier = pareto_frontier(table.bytes, table[column], higher_is_better)
+        ax.step(frontier.bytes, frontier.quality, where="post", color="k", alpha=0.3, linewidth=4, label="Pareto")
+        ax.plot(winner.bytes, winner[column], "*", color="gold", markersize=18, markeredgecolor="k", label="winner")
+        if not input_bytes.empty:
+            ax.plot([input_bytes.iloc[0]], [1.0 if higher_is_better else 0.0], "D", color="grey", label="input")
+        if target is not None and target.metric.rsplit("/", 1)[-1] == metric:
+            ax.axhline(target.value, color="red", linestyle="--", linewidth=1, label=f"target: {target}")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="bytes per vector", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"What each size costs and keeps ({', '.join(sorted(set(table.pairs)))} pairs and queries)")
+    return fig

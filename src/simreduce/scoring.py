@@ -2,6 +2,7 @@
 set, and the reference figures (Eckart-Young floor, PCA's share) of the training rows."""
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +16,11 @@ from simreduce.evaluation import (
     neighbour_subset,
     pair_similarities,
     pca_explained_variance,
+    retrieval_recall,
     similarity_spearman,
 )
+
+FLOAT32_BYTES = 4  # a reduced vector is stored as float32 today
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class EvalSettings:
     max_exact_n: int = 8192
     n_sampled_pairs: int = 1_000_000
     max_neighbour_words: int = 2048
+    recall_k: Sequence[int] = (10,)
+    max_queries: int = 1000
     seed: int = 0
 
     def __post_init__(self):
@@ -34,6 +40,12 @@ class EvalSettings:
                 raise SimreduceError(f"eval.{name}={getattr(self, name)} must be at least 1: pairs have to be scored.")
         if not self.max_neighbour_words >= 2:
             raise SimreduceError(f"eval.max_neighbour_words={self.max_neighbour_words} must be at least 2.")
+        if not self.max_queries >= 1:
+            raise SimreduceError(f"eval.max_queries={self.max_queries} must be at least 1.")
+        if not self.recall_k or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.recall_k
+        ):
+            raise SimreduceError(f"eval.recall_k={list(self.recall_k)} must list positive integers, e.g. [10].")
 
 
 @dataclass(frozen=True)
@@ -65,12 +77,17 @@ def score_reduction(
         subset = neighbour_subset(rows, settings.max_neighbour_words, settings.seed)
         if found := neighbour_metrics(vectors[subset], reduced[subset]):
             metrics |= {f"{name}/{k}": v for k, v in found.items()} | {f"{name}/n_neighbour_words": len(subset)}
+    for name, rows in {"fit": train_idx, "heldout": val_idx}.items():
+        queries = neighbour_subset(rows, settings.max_queries, settings.seed)
+        if len(queries) and (recalls := retrieval_recall(vectors, reduced, queries, list(settings.recall_k))):
+            metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(queries)}
     train_vectors = vectors[train_idx]  # a gathered copy (0.65 GB at 80k x 2048): made once here
     bound = eckart_young_bound(train_vectors, dim)
     metrics |= {
         "bound_ey": bound,
         "pca_explained_variance": pca_explained_variance(train_vectors, dim),
         "compression_ratio": vectors.shape[1] / dim,
+        "bytes_per_vector": dim * FLOAT32_BYTES,
         "n_train_words": len(train_idx),
     }
     if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with

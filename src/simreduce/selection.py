@@ -1,10 +1,17 @@
-"""The study's rule, made exact: rank a sweep's runs and pick the smallest size that is nearly the best.
+"""Pick a sweep's winner: the cheapest candidate that reaches the user's target, or the study's rule.
 
-A run's score is the RMSE of its differences (`sqrt(mean^2 + var)`: centred on 0 and narrow), on `heldout`
-pairs when it has any, else on `fit` pairs. `best` is the lowest score; the winner is the smallest `dim`
-whose score is within `tolerance` of it (ties: the lower score, then the encoder's name). Degenerate runs
-(`dim` at or above the number of training words, which can reach zero loss trivially) are ranked but
-cannot win, unless every run is degenerate.
+With a `Target` (`select.metric`, `select.target`): the winner is the candidate with the fewest bytes per
+vector whose metric reaches the target (>=, or <= for error-like metrics such as rmse); ties go to the better
+metric, then the smaller dim. When none reaches it, the best by the metric is named (and registered with
+`target_met=false`) with the size to try next.
+
+Without one (`select.target: null`), the study's rule made exact: a run's score is the RMSE of its differences
+(`sqrt(mean^2 + var)`: centred on 0 and narrow), on `heldout` pairs when it has any, else on `fit` pairs.
+`best` is the lowest score; the winner is the smallest `dim` whose score is within `tolerance` of it (ties:
+the lower score, then the encoder's name).
+
+Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
+trivially) are ranked but cannot win, unless every run is degenerate.
 
 Pure pandas: the runs come in as a DataFrame, whoever read them.
 """
@@ -18,12 +25,14 @@ import pandas as pd
 from simreduce.errors import SimreduceError
 
 KNN = "knn_recall_at_10"
+RECALL = "recall_at_10"
 TABLE_COLUMNS = [
     "rank",
     "winner",
     "run",
     "encoder",
     "dim",
+    "bytes",
     "pairs",
     "diff_mean",
     "diff_var",
@@ -31,9 +40,30 @@ TABLE_COLUMNS = [
     "bound_rmse",
     "spearman",
     "knn@10",
+    "recall@10",
     "degenerate",
     "score",
 ]
+# Metrics (by their last name part) where lower is better; for the rest (recall, spearman, ...) higher is.
+LOWER_IS_BETTER = ("rmse", "mae", "max_abs", "diff_var", "diff_std", "rmse_over_bound")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the user needs: `metric` (any logged metric, e.g. `heldout/recall_at_10`) at `value` or better."""
+
+    metric: str
+    value: float
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER
+
+    def reached(self, values: pd.Series) -> pd.Series:
+        return values <= self.value if self.lower_is_better else values >= self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {'<=' if self.lower_is_better else '>='} {self.value:g}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,7 @@ class Selection:
     table: pd.DataFrame
     winner: pd.Series
     reason: str
+    target_met: bool | None = None  # None: no target, the tolerance rule chose
 
 
 def run_score(metrics: Mapping[str, float]) -> float:
@@ -67,6 +98,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "run": runs["run_name"],
             "encoder": runs["encoder"],
             "dim": runs["dim"].astype(int),
+            "bytes": _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"]).astype(int),
             "pairs": scored,
             "diff_mean": on_scored_pairs("diff_mean"),
             "diff_var": on_scored_pairs("diff_var"),
@@ -74,9 +106,11 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "bound_rmse": np.sqrt(_metric(runs, "bound_ey")),
             "spearman": on_scored_pairs("spearman"),
             "knn@10": on_scored_pairs(KNN),
+            "recall@10": on_scored_pairs(RECALL),
             "degenerate": runs["degenerate"].astype(bool),
             "score": on_scored_pairs("rmse"),
             "run_id": runs["run_id"],
+            "input_bytes": (4.0 * runs["dim"] * _metric(runs, "compression_ratio")).round(),
         }
     )
 
@@ -104,6 +138,19 @@ def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: p
     return f"{_label(winner)} wins: {why}."
 
 
+def make_target(metric: str, value: float | None) -> Target | None:
+    """`select.metric` and `select.target` as a `Target`, or None (the tolerance rule) when `value` is null."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise SimreduceError(f"select.target={value!r} must be a number, or null for the tolerance rule.")
+    if not isinstance(metric, str) or "/" not in metric:
+        raise SimreduceError(
+            f"select.metric={metric!r} is not a logged metric name: use e.g. heldout/recall_at_10 or heldout/rmse."
+        )
+    return Target(metric, float(value))
+
+
 def check_tolerance(tolerance: float) -> None:
     if not tolerance >= 0:
         raise SimreduceError(f"select.tolerance={tolerance} must be a number at or above 0, e.g. 0.1 for 10%.")
@@ -118,18 +165,21 @@ def check_register(policy: str) -> None:
 
 
 def alias_decision(
-    policy: str, holder: dict[str, str] | None, winner: dict[str, str], tolerance: float
+    policy: str, holder: dict[str, str] | None, winner: dict[str, str], tolerance: float, target_met: bool | None = None
 ) -> tuple[bool, str]:
     """Whether the `winner` alias moves to this sweep's winner (tags `data_id`, `score`) from `holder` (the
     tags and `version` of the version holding it, None when none does), and why, in a few words.
 
-    `auto` keeps a model nobody asked to replace: the alias moves to a model of other data (a new setup), or
-    to one of the same data whose score is within `tolerance` of the holder's (the selection rule's own
-    reading of "as good"); a throwaway sweep (`encoder.steps=0`, a tiny batch) scores worse and moves nothing.
+    `auto` keeps a model nobody asked to replace. With a target (`target_met` not None) the alias moves only
+    when the winner reaches it. Without one, it moves to a model of other data (a new setup), or to one of the
+    same data whose score is within `tolerance` of the holder's (the tolerance rule's own reading of "as
+    good"); a throwaway sweep (`encoder.steps=0`, a tiny batch) scores worse and moves nothing.
     """
     check_register(policy)
     if policy != "auto":
         return policy == "always", f"select.register={policy}"
+    if target_met is not None:
+        return target_met, "it reaches the target" if target_met else "it misses the target"
     if holder is None:
         return True, "no version held it"
     version = holder["version"]
@@ -143,12 +193,15 @@ def alias_decision(
     )
 
 
-def select_winner(runs: pd.DataFrame, tolerance: float) -> Selection:
-    """Rank `runs` (see `run_table`) and apply the rule of the module docstring."""
+def select_winner(runs: pd.DataFrame, tolerance: float, target: Target | None = None) -> Selection:
+    """Rank `runs` (see `run_table`) and apply the rule of the module docstring: `target`'s when given, else
+    the tolerance rule."""
     check_tolerance(tolerance)
     table = run_table(runs)
     if table.empty or table.score.isna().all():
         raise SimreduceError("the sweep has no finished run with an rmse to compare: nothing to select.")
+    if target is not None:
+        return _select_by_target(runs, table, target)
     table = table.sort_values(["score", "dim", "encoder"], na_position="last", ignore_index=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     scored = table[table.score.notna()]
@@ -160,14 +213,67 @@ def select_winner(runs: pd.DataFrame, tolerance: float) -> Selection:
     return Selection(table, table.loc[winner.name], _reason(winner, best, eligible, table, tolerance))
 
 
+def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -> Selection:
+    """The cheapest candidate (bytes per vector) reaching `target`; the table sorted by bytes."""
+    if target.metric not in runs or runs[target.metric].isna().all():
+        logged = sorted(c for c in runs.columns if "/" in c and runs[c].notna().any())
+        raise SimreduceError(f"select.metric={target.metric!r} is not logged by these runs: pick one of {logged}.")
+    metric = target.metric
+    table[metric] = runs[metric].astype(float).to_numpy()
+    better_first = target.lower_is_better
+    table = table.sort_values(["bytes", metric, "dim", "encoder"], ascending=[True, better_first, True, True])
+    table = table.reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    scored = table[table[metric].notna()]
+    eligible = scored[~scored.degenerate] if not scored.degenerate.all() else scored
+    reaching = eligible[target.reached(eligible[metric])]
+    met = not reaching.empty
+    pool = reaching if met else eligible.sort_values(metric, ascending=better_first)
+    winner = pool.iloc[0]  # reaching is in bytes order: the cheapest; else the best by the metric
+    table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
+    cheaper = eligible[eligible.bytes < winner.bytes]
+    return Selection(table, table.loc[winner.name], _target_reason(winner, cheaper, eligible, target, met), met)
+
+
+def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFrame, target: Target, met: bool) -> str:
+    metric, value = target.metric, winner[target.metric]
+    if met:
+        input_bytes = winner.input_bytes
+        smaller = (
+            f" ({input_bytes / winner.bytes:.3g}x smaller than the {input_bytes:,.0f}-byte input)"
+            if input_bytes > 0
+            else ""
+        )
+        why = f"{winner.bytes:,} bytes per vector{smaller}, {metric} {value:.4g} reaches {target.value:g}"
+        if not cheaper.empty:
+            next_cheaper = cheaper[cheaper.bytes == cheaper.bytes.max()].iloc[0]  # the best of the next size down
+            why += f"; the next cheaper candidate, {_label(next_cheaper)}, reaches {next_cheaper[metric]:.4g}"
+        return f"{_label(winner)} wins: {why}."
+    largest = int(eligible.dim.max())
+    in_dim = round(winner.input_bytes / 4) if winner.input_bytes > 0 else 0
+    if 2 * largest < in_dim:
+        next_step = f"try a larger size, e.g. encoder.dim={2 * largest}"
+    else:
+        next_step = f"no size below the {in_dim}-d input is left to try: lower select.target or keep the input"
+    return (
+        f"no candidate reaches {target}: the best, {_label(winner)}, reaches {value:.4g} at {winner.bytes:,} bytes "
+        f"per vector; {next_step}. It is registered with target_met=false."
+    )
+
+
+def shown_columns(table: pd.DataFrame) -> list[str]:
+    """TABLE_COLUMNS, then the target's metric when selection had one (a column named like `heldout/...`)."""
+    return TABLE_COLUMNS + [c for c in table.columns if "/" in c]
+
+
 def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of the TABLE_COLUMNS, numbers to 5 significant digits."""
-    shown = table[TABLE_COLUMNS]
+    """A GitHub-flavoured markdown table of the shown columns, numbers to 5 significant digits."""
+    shown = table[shown_columns(table)]
     cells = [[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row] for row in shown.itertuples(index=False)]
     lines = [shown.columns.tolist(), ["---"] * len(shown.columns), *cells]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
 def text_table(table: pd.DataFrame) -> str:
-    """The TABLE_COLUMNS aligned for a terminal."""
-    return table[TABLE_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.5g}")
+    """The shown columns aligned for a terminal."""
+    return table[shown_columns(table)].to_string(index=False, float_format=lambda v: f"{v:.5g}")

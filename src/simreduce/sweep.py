@@ -10,7 +10,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from simreduce import plots
-from simreduce.selection import Selection, alias_decision, check_register, markdown_table, select_winner, text_table
+from simreduce.selection import (
+    Selection,
+    Target,
+    alias_decision,
+    check_register,
+    markdown_table,
+    select_winner,
+    text_table,
+)
 from simreduce.signals import raise_if_stop_requested
 from simreduce.tracking import TrackingStore
 from simreduce.tracking.registry import Registration, register_winner
@@ -28,6 +36,10 @@ class SweepSummary:
     failed: dict[str, str]
     skipped: list[str]
 
+    @property
+    def ranked_by(self) -> str:
+        return "score" if self.selection.target_met is None else "bytes per vector, then the target's metric"
+
     def report(self) -> str:
         """What the terminal shows: the ranked table, the winner and why, and where it went."""
         registered = (
@@ -36,7 +48,7 @@ class SweepSummary:
             else "not registered: its run logged no model (tracking.log_model=false)"
         )
         return (
-            f"sweep {self.sweep_id}: {len(self.selection.table)} run(s), ranked by score\n"
+            f"sweep {self.sweep_id}: {len(self.selection.table)} run(s), ranked by {self.ranked_by}\n"
             f"{text_table(self.selection.table)}\n"
             f"{self.selection.reason}\n"
             f"winner {self.selection.winner.run} ({self.selection.winner.run_id}) {registered}; "
@@ -63,16 +75,24 @@ def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figur
 
 
 def summarise_experiment(
-    store: TrackingStore, runs: pd.DataFrame, tolerance: float, skipped: list[str], register: str = "auto"
+    store: TrackingStore,
+    runs: pd.DataFrame,
+    tolerance: float,
+    skipped: list[str],
+    register: str = "auto",
+    target: Target | None = None,
 ) -> SweepSummary:
     """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
     skipped some sizes (no run was opened for them)."""
-    selection = select_winner(runs, tolerance)
+    selection = select_winner(runs, tolerance, target)
     table = selection.table.merge(runs[["run_id", "compression_ratio"]], on="run_id")
     winner = selection.winner
     experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
     failed = failed_sweep_runs(store, sweep_id, [experiment_id])
-    figures = overlay_charts(store, table) | {"metrics_vs_dim.png": plots.metrics_vs_dim(table)}
+    figures = overlay_charts(store, table) | {
+        "metrics_vs_dim.png": plots.metrics_vs_dim(table),
+        "rate_distortion.png": plots.rate_distortion(table, target),
+    }
     markdown = markdown_table(selection.table)
     summary_run_id = log_sweep_summary(
         store,
@@ -89,6 +109,7 @@ def summarise_experiment(
             "winner": winner.run,
             "failed_runs": ", ".join(sorted(failed)) or "none",
         }
+        | ({"target": str(target), "target_met": str(selection.target_met).lower()} if target else {})
         | ({"skipped_sizes": "; ".join(skipped)} if skipped else {}),  # a later `select` knows none: keep them
         metrics={
             "tolerance": tolerance,
@@ -107,14 +128,14 @@ def summarise_experiment(
         "dim": str(winner.dim),
         "data_id": winner_row.data_id,
         "score": repr(float(winner.score)),
-    }
+    } | ({"target": str(target), "target_met": str(selection.target_met).lower()} if target else {})
     registration = register_winner(
         store,
         winner.run_id,
         experiment_id,
         f"simreduce-{winner_row.source}-{winner_row.embedder}",
         version_tags,
-        move_alias=lambda holder: alias_decision(register, holder, version_tags, tolerance),
+        move_alias=lambda holder: alias_decision(register, holder, version_tags, tolerance, selection.target_met),
     )
     if registration is not None:
         store.client.set_tag(summary_run_id, "alias_moved", str(registration.alias_moved).lower())
@@ -128,10 +149,12 @@ def summarise_sweep(
     experiment: str | None = None,
     skipped: list[str] = (),
     register: str = "auto",
+    target: Target | None = None,
 ) -> list[SweepSummary]:
     """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder);
-    `register` is the `winner` alias policy (`selection.alias_decision`)."""
+    `register` is the `winner` alias policy (`selection.alias_decision`), `target` what the winner must reach
+    (None: the tolerance rule)."""
     check_register(register)
     runs = sweep_runs(store, sweep_id, experiment)
     groups = runs.groupby("experiment_id", sort=False)
-    return [summarise_experiment(store, group, tolerance, list(skipped), register) for _, group in groups]
+    return [summarise_experiment(store, group, tolerance, list(skipped), register, target) for _, group in groups]

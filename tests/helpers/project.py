@@ -87,7 +87,7 @@ def sweep_end_config(root, sweep_dir) -> DictConfig:
     return OmegaConf.create(
         {
             "tracking": {"uri": store_uri(root), "sweep_id": None},
-            "select": {"tolerance": 0.1, "register": "auto"},
+            "select": compose_config([]).select,  # the defaults, whatever keys they have
             "hydra": {"sweep": {"dir": str(sweep_dir)}},
         }
     )
