@@ -55,6 +55,7 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     assert "rank winner" in sweep.stdout and "ranked by bytes per vector" in sweep.stdout
     assert "no candidate reaches heldout/recall_at_10 >= 0.9: the best, cosine d=8" in sweep.stdout
     assert "registered as simreduce-words-tiny version 1; @winner points at no version (it misses the" in sweep.stdout
+    assert "Successfully registered" not in sweep.stdout + sweep.stderr  # MLflow's own print: ours says it
 
     mlflow.set_tracking_uri(store_uri(tmp_path))
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])

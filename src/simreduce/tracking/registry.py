@@ -64,9 +64,15 @@ def register_winner(
     model_uri = f"models:/{logged[0].model_id}"
     versions = store.client.search_model_versions(f"name = {quoted(name)}")
     version = next((v for v in versions if v.source == model_uri), None)
-    if version is None:
-        store.activate()
-        version = mlflow.register_model(model_uri, name, tags=tags)
+    if version is None:  # the client, not `mlflow.register_model`, which prints two lines of its own
+        try:
+            store.client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = store.client.create_model_version(
+            name, model_uri, run_id=run_id, tags=tags, model_id=logged[0].model_id
+        )
     else:  # selected again (another target, say): its tags say what the latest selection found
         for key, value in tags.items():
             store.client.set_model_version_tag(name, version.version, key, value)
