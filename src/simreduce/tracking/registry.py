@@ -31,18 +31,20 @@ class Registration:
     name: str
     version: str
     holder: str | None  # the version the alias points at now
+    alias_moved: bool  # by this selection
     why: str  # why the alias moved, or why it stayed
 
-    @property
-    def alias_moved(self) -> bool:
-        return self.holder == self.version
-
     def report(self) -> str:
-        if self.alias_moved:
-            alias = f"models:/{self.name}@{WINNER_ALIAS}"
-            return f"registered as {self.name} version {self.version}; {alias} moved to it ({self.why})"
-        held = f"stays on version {self.holder}" if self.holder else "points at no version"
-        return f"registered as {self.name} version {self.version}; @{WINNER_ALIAS} {held} ({self.why})"
+        alias = f"models:/{self.name}@{WINNER_ALIAS}"
+        if self.holder == self.version:
+            where = f"{alias} moved to it" if self.alias_moved else f"{alias} points at it already"
+        else:
+            where = (
+                f"@{WINNER_ALIAS} stays on version {self.holder}"
+                if self.holder
+                else f"@{WINNER_ALIAS} points at no version"
+            )
+        return f"registered as {self.name} version {self.version}; {where} ({self.why})"
 
 
 def register_winner(
@@ -79,12 +81,12 @@ def register_winner(
         version = store.client.get_model_version(name, version.version)
     holder = alias_holder(store, name)
     if holder is not None and holder["version"] == version.version:
-        return Registration(name, version.version, version.version, "it held the alias already")
+        return Registration(name, version.version, version.version, False, "it held the alias already")
     move, why = move_alias(holder)
     if not move:
-        return Registration(name, version.version, holder and holder["version"], why)
+        return Registration(name, version.version, holder and holder["version"], False, why)
     store.client.set_registered_model_alias(name, WINNER_ALIAS, version.version)
-    return Registration(name, version.version, version.version, why)
+    return Registration(name, version.version, version.version, True, why)
 
 
 def alias_holder(store: TrackingStore, name: str) -> dict[str, str] | None:
