@@ -92,3 +92,14 @@ def test_rows_without_a_cosine_are_refused_by_index_or_dropped_on_request(model,
     with torch.no_grad():
         np.testing.assert_allclose(np.load(y), net(torch.from_numpy(kept)).numpy(), rtol=1e-6)
     assert np.isfinite(np.load(y)).all()
+
+
+def test_a_model_folder_is_served_without_any_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path / "empty-project"))
+    folder = tmp_path / "model"
+    net = write_model_folder(folder, tmp_path / "loader-ran", simreduce_parts=True, in_dim=D)
+    np.save(tmp_path / "x.npy", good_rows())
+    compress(folder, tmp_path / "x.npy", tmp_path / "y.npy")
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), net(torch.from_numpy(good_rows())).numpy(), rtol=1e-6)
+    assert not (tmp_path / "empty-project").exists()  # no store was made for it

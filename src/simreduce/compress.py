@@ -56,7 +56,8 @@ def compress_file(
     from simreduce.tracking import TrackingStore
     from simreduce.tracking.registry import load_reducer
 
-    store = TrackingStore.open(store_uri)
+    # A model folder needs no store (unless its words are to be embedded with its run's config).
+    store = TrackingStore(store_uri) if Path(model_uri).is_dir() else TrackingStore.open(store_uri)
     reducer = load_reducer(store, model_uri)
     vectors = read_vectors(input_path) if input_path.suffix == ".npy" else embed_words(store, reducer, input_path)
     if vectors.ndim != 2 or vectors.shape[1] != reducer.in_dim:
