@@ -21,7 +21,7 @@ from simreduce.console import quiet_dependencies
 from simreduce.data import VectorDataModule, load_data
 from simreduce.errors import SimreduceError, StopRequested, find_user_error
 from simreduce.paths import project_root
-from simreduce.reducers.base import Candidate, Reducer, run_name
+from simreduce.reducers.base import Candidate, Reducer, is_positive_int, run_name
 from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def write_job_note(file_name: str, line: str) -> None:
 def oversized(dim: object, in_dim: int) -> str | None:
     """Why `encoder.dim` is no reduction of `in_dim`-d vectors, or None when it is one (or not a size at all:
     the reducer's own check names a bad value)."""
-    if isinstance(dim, int) and not isinstance(dim, bool) and dim >= in_dim:
+    if is_positive_int(dim) and dim >= in_dim:
         return (
             f"encoder.dim={dim} skipped: not below the {in_dim}-d input; such sizes reduce a wider model, "
             "e.g. embedder=deepseek_coder (2048-d)"

@@ -19,6 +19,7 @@ from simreduce.evaluation import (
     retrieval_recall,
     similarity_spearman,
 )
+from simreduce.reducers.base import is_positive_int
 
 FLOAT32_BYTES = 4  # a reduced vector is stored as float32 today
 
@@ -42,9 +43,7 @@ class EvalSettings:
             raise SimreduceError(f"eval.max_neighbour_words={self.max_neighbour_words} must be at least 2.")
         if not self.max_queries >= 1:
             raise SimreduceError(f"eval.max_queries={self.max_queries} must be at least 1.")
-        if not self.recall_k or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.recall_k
-        ):
+        if not self.recall_k or not all(is_positive_int(k) for k in self.recall_k):
             raise SimreduceError(f"eval.recall_k={list(self.recall_k)} must list positive integers, e.g. [10].")
 
 

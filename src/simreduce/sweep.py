@@ -89,6 +89,7 @@ def summarise_experiment(
     winner = selection.winner
     experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
     failed = failed_sweep_runs(store, sweep_id, [experiment_id])
+    target_tags = {"target": str(target), "target_met": str(selection.target_met).lower()} if target else {}
     figures = overlay_charts(store, table) | {
         "metrics_vs_dim.png": plots.metrics_vs_dim(table),
         "rate_distortion.png": plots.rate_distortion(table, target),
@@ -109,7 +110,7 @@ def summarise_experiment(
             "winner": winner.run,
             "failed_runs": ", ".join(sorted(failed)) or "none",
         }
-        | ({"target": str(target), "target_met": str(selection.target_met).lower()} if target else {})
+        | target_tags
         | ({"skipped_sizes": "; ".join(skipped)} if skipped else {}),  # a later `select` knows none: keep them
         metrics={
             "tolerance": tolerance,
@@ -128,7 +129,7 @@ def summarise_experiment(
         "dim": str(winner.dim),
         "data_id": winner_row.data_id,
         "score": repr(float(winner.score)),
-    } | ({"target": str(target), "target_met": str(selection.target_met).lower()} if target else {})
+    } | target_tags
     registration = register_winner(
         store,
         winner.run_id,

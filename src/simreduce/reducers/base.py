@@ -41,9 +41,14 @@ def apply_net(net: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
     return net.cpu().eval()(vectors)
 
 
+def is_positive_int(value: object) -> bool:
+    """A size or a count: an int of at least 1 (not a bool, not a float like 2.5 from an override)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:
     """Linear layers with GELU between them; `hidden=[]` is a single linear map."""
-    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden):
+    if not all(is_positive_int(w) for w in hidden):
         raise SimreduceError(f"encoder.hidden={list(hidden)} must hold positive integer widths, e.g. [512] or [].")
     widths = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = []
@@ -81,7 +86,7 @@ class Reducer:
 
 
 def check_size(dim: int) -> None:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+    if not is_positive_int(dim):
         raise SimreduceError(f"encoder.dim={dim!r} must be a positive integer.")
 
 

@@ -78,7 +78,6 @@ def register_winner(
     else:  # selected again (another target, say): its tags say what the latest selection found
         for key, value in tags.items():
             store.client.set_model_version_tag(name, version.version, key, value)
-        version = store.client.get_model_version(name, version.version)
     holder = alias_holder(store, name)
     if holder is not None and holder["version"] == version.version:
         return Registration(name, version.version, version.version, False, "it held the alias already")
