@@ -12,7 +12,7 @@ from common import anisotropic_vectors, print_table
 from sweep import grouped, print_logged_runs, print_logging_detail, timed_train
 
 from simreduce.cache import VectorCache
-from simreduce.embedding import WordEmbedder
+from simreduce.embedding import Embedder
 
 
 def seed_cache(root: Path, n: int, d: int) -> list[str]:
@@ -22,7 +22,7 @@ def seed_cache(root: Path, n: int, d: int) -> list[str]:
     words = [f"w{i:07d}" for i in range(n)]
     words_file = root / "words.txt"
     words_file.write_text("\n".join(words) + "\n")
-    key = WordEmbedder("synthetic", str(model_folder)).cache_key()
+    key = Embedder("synthetic", str(model_folder)).cache_key()
     VectorCache(root / ".cache" / "vectors").save(key, words, anisotropic_vectors(n, d))
     return [f"embedder.name_or_path={model_folder}", "embedder.name=synthetic", f"data.words_file={words_file}"]
 

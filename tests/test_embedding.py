@@ -6,13 +6,13 @@ import pytest
 import torch
 from helpers.tiny_model import HIDDEN, WORDS
 
-from simreduce.embedding import WordEmbedder, load_pretrained, pool_hidden_states, resolve_model_source
+from simreduce.embedding import Embedder, load_pretrained, pool_hidden_states, resolve_model_source
 from simreduce.errors import SimreduceError
 from simreduce.sources import WordSource
 
 
 def test_tiny_llama_vectors_have_model_width(tiny_llama):
-    vectors = WordEmbedder("tiny", str(tiny_llama), batch_size=8, device="cpu").embed(WORDS[:20])
+    vectors = Embedder("tiny", str(tiny_llama), batch_size=8, device="cpu").embed(WORDS[:20])
     assert vectors.shape == (20, HIDDEN)
     assert vectors.dtype == torch.float32
     assert torch.isfinite(vectors).all()
@@ -20,15 +20,15 @@ def test_tiny_llama_vectors_have_model_width(tiny_llama):
 
 def test_vectors_come_back_in_word_order_whatever_the_batching(tiny_llama):
     words = ["their", "of", "about", "the", "many", "is", "other", "we"]  # lengths out of order
-    one_by_one = WordEmbedder("tiny", str(tiny_llama), batch_size=1, device="cpu").embed(words)
-    batched = WordEmbedder("tiny", str(tiny_llama), batch_size=3, device="cpu").embed(words)
+    one_by_one = Embedder("tiny", str(tiny_llama), batch_size=1, device="cpu").embed(words)
+    batched = Embedder("tiny", str(tiny_llama), batch_size=3, device="cpu").embed(words)
     assert torch.allclose(batched, one_by_one, atol=1e-5)
     assert not torch.allclose(one_by_one[0], one_by_one[1], atol=1e-3)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_padding_does_not_change_a_word_vector(tiny_llama, pooling):
-    embedder = WordEmbedder("tiny", str(tiny_llama), pooling=pooling, batch_size=16, device="cpu")
+    embedder = Embedder("tiny", str(tiny_llama), pooling=pooling, batch_size=16, device="cpu")
     short_word, long_word = "the", "their"  # "their" splits into more tokens, so "the" gets padded
     alone = embedder.embed([short_word])
     padded = embedder.embed([short_word, long_word])
@@ -44,7 +44,7 @@ def test_pooling_uses_only_masked_tokens():
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SimreduceError, match="does not exist"):
-        WordEmbedder("x", str(tmp_path / "nope"))
+        Embedder("x", str(tmp_path / "nope"))
 
 
 @pytest.mark.parametrize(
@@ -92,15 +92,15 @@ BASE = {"layer": -1, "pooling": "mean", "max_length": 32, "dtype": "float32", "r
 def test_every_setting_that_changes_a_vector_misses_the_cache(tiny_llama, tmp_path, change):
     folder = tmp_path / "model"
     shutil.copytree(tiny_llama, folder)
-    source = WordSource(WordEmbedder("tiny", str(folder), **BASE), tmp_path / "cache", words_file=None, n_words=4)
+    source = WordSource(Embedder("tiny", str(folder), **BASE), tmp_path / "cache", words_file=None, n_words=4)
     source._words = WORDS  # noqa: SLF001 - the tiny model's vocabulary, not wordfreq's
     first = source.load().vectors
     if change == "model files":
         config = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-3}))
-        changed = WordEmbedder("tiny", str(folder), **BASE)
+        changed = Embedder("tiny", str(folder), **BASE)
     else:
-        changed = WordEmbedder("tiny", str(folder), **{**BASE, **change})
+        changed = Embedder("tiny", str(folder), **{**BASE, **change})
     assert source.cache.load(changed.cache_key(), WORDS) is None
     assert source.cache.load(source.cache_key(), WORDS) is not None and first is not None
 
@@ -108,4 +108,4 @@ def test_every_setting_that_changes_a_vector_misses_the_cache(tiny_llama, tmp_pa
 @pytest.mark.parametrize("change", [{"batch_size": 1}, {"device": "cpu"}, {"trust_remote_code": True}, {"name": "x"}])
 def test_settings_that_change_no_vector_share_the_cache(tiny_llama, change):
     plain = {"name": "tiny", "name_or_path": str(tiny_llama)}
-    assert WordEmbedder(**{**plain, **change}).cache_key() == WordEmbedder(**plain).cache_key()
+    assert Embedder(**{**plain, **change}).cache_key() == Embedder(**plain).cache_key()

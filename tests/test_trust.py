@@ -13,7 +13,7 @@ from helpers.models import write_model_folder
 from helpers.project import PROJECT_ROOT, compose_config, store_uri
 
 from simreduce.cli import main
-from simreduce.embedding import WordEmbedder
+from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
 from simreduce.tracking import TrackingStore
 from simreduce.tracking.registry import load_reducer
@@ -41,7 +41,7 @@ def remote_code_model(tiny_llama, tmp_path) -> tuple[Path, Path]:
 def test_model_folder_asking_for_remote_code_is_refused_without_running_it(remote_code_model):
     folder, marker = remote_code_model
     with pytest.raises(SimreduceError, match="cannot load model"):
-        WordEmbedder("evil", str(folder), device="cpu").embed(["the", "of"])
+        Embedder("evil", str(folder), device="cpu").embed(["the", "of"])
     assert not marker.exists()
 
 
@@ -49,7 +49,7 @@ def test_the_same_folder_does_run_its_code_once_trusted(remote_code_model):
     """The control for the test above: the folder's code is real and runs when remote code is turned on."""
     folder, marker = remote_code_model
     with pytest.raises(Exception):  # noqa: B017 - the module defines no classes; only its import matters
-        WordEmbedder("evil", str(folder), device="cpu", trust_remote_code=True).embed(["the", "of"])
+        Embedder("evil", str(folder), device="cpu", trust_remote_code=True).embed(["the", "of"])
     assert marker.exists()
 
 

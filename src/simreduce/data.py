@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from simreduce.embedding import WordEmbedder
+from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
 from simreduce.sources import VectorSource, WordSource
 
@@ -150,7 +150,7 @@ class WordDataModule(VectorDataModule):
 
     def __init__(
         self,
-        embedder: WordEmbedder,
+        embedder: Embedder,
         cache_dir: str,
         n_words: int = 512,
         words_file: str | None = None,

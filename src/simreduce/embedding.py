@@ -1,4 +1,4 @@
-"""Word vectors from a Hugging Face model: one hidden layer, pooled over each word's own tokens."""
+"""Vectors from a Hugging Face model: words (one hidden layer, pooled over each word's own tokens) and texts."""
 
 import hashlib
 import importlib
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_SCHEME = "pkg://"
 POOLINGS = ("mean", "last")
-# WordEmbedder arguments that change how vectors are computed, not what they are (`name` is a label; the
+# Embedder arguments that change how vectors are computed, not what they are (`name` is a label; the
 # device and batch size change the last bits at most). The model's identity comes from its `ModelSource`.
 NOT_IN_CACHE_KEY = ("name", "name_or_path", "batch_size", "device", "trust_remote_code")
 
@@ -150,7 +150,7 @@ def pool_hidden_states(hidden: torch.Tensor, token_mask: torch.Tensor, pooling: 
     raise SimreduceError(f"embedder.pooling={pooling!r} is not one of {POOLINGS}.")
 
 
-class WordEmbedder:
+class Embedder:
     """Embeds words with a transformer; the model is loaded on first use, so a cache hit never loads it."""
 
     def __init__(
@@ -237,3 +237,7 @@ class WordEmbedder:
             )
         out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)
         return pool_hidden_states(out.hidden_states[self.layer], token_mask.to(device), self.pooling)
+
+
+# The name runs logged before texts became a source give in their config.yaml, which compress instantiates.
+WordEmbedder = Embedder

@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 from simreduce.cache import VectorCache
-from simreduce.embedding import WordEmbedder
+from simreduce.embedding import Embedder
 from simreduce.words import load_words
 
 
@@ -45,7 +45,7 @@ class WordSource:
     kind = "words"
 
     def __init__(
-        self, embedder: WordEmbedder, cache_dir: str | Path, n_words: int = 512, words_file: str | None = None
+        self, embedder: Embedder, cache_dir: str | Path, n_words: int = 512, words_file: str | None = None
     ):
         self.embedder = embedder
         self.cache = VectorCache(cache_dir)
