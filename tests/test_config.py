@@ -1,4 +1,5 @@
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 from helpers.project import PROJECT_ROOT, compose_config
 from hydra.utils import instantiate
@@ -9,6 +10,7 @@ from simreduce.tracking.sweeps import sweep_id_of
 # Built with a width; every other group instantiates as composed.
 NEEDS_INPUT_WIDTH = {"encoder"}
 NOT_OBJECTS = {"paths", "tracking", "select", "floor"}  # plain settings
+NEEDS_A_FILE = {"data": {"vectors"}}
 
 
 def group_options() -> list[tuple[str, str]]:
@@ -26,7 +28,11 @@ def test_every_option_of_every_group_composes_and_builds(group, option, tmp_path
     if group == "experiment":  # an overlay of the whole config, launcher included
         assert compose_config([f"+experiment={option}"]) != compose_config([])
         return
-    cfg = compose_config([f"{group}={option}"])
+    overrides = [f"{group}={option}"]
+    if option in NEEDS_A_FILE.get(group, ()):  # a source of the user's own file
+        np.save(tmp_path / "emb.npy", np.eye(3, dtype=np.float32))
+        overrides.append(f"data.path={tmp_path / 'emb.npy'}")
+    cfg = compose_config(overrides)
     if group in NOT_OBJECTS:
         assert cfg[group]
         return

@@ -84,7 +84,7 @@ class CountingSource:
 
 def test_the_data_module_reads_a_large_cache_once_per_process():
     source = CountingSource()
-    module = VectorDataModule(source, batch_size=8)
+    module = VectorDataModule(source, name="in-memory", batch_size=8)
     module.prepare_data()
     module.setup("fit")
     module.prepare_data()  # Trainer.fit calls it again

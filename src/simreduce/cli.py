@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[store],
         help="rank a sweep's runs, log its summary run, register the winner",
         description="Rank a sweep's runs, print the table and the winner, log the summary run `sweep-<id>` "
-        "and register the winner as a version of simreduce-<source>-<embedder>, moving its @winner alias as "
+        "and register the winner as a version of simreduce-<source>-<data name>, moving its @winner alias as "
         "--register says.",
     )
     select.add_argument("--experiment", help="MLflow experiment (default: wherever the sweep wrote)")

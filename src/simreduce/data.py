@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
-from simreduce.sources import VectorSource, WordSource
+from simreduce.sources import VectorFileSource, VectorSource, WordSource
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     n_val = round(n * val_fraction)
     if n - n_val < 2:
         raise SimreduceError(
-            f"data.val_fraction={val_fraction} leaves {n - n_val} training word(s) of {n}: lower it or add words."
+            f"data.val_fraction={val_fraction} leaves {n - n_val} training row(s) of {n}: lower it or add rows."
         )
     return order[n_val:].sort().values, order[:n_val].sort().values
 
@@ -85,10 +85,18 @@ class VectorDataModule(pl.LightningDataModule):
     """A source's vectors, split into train/val by a seeded permutation and served as batches.
 
     `prepare_data` builds the source's cache if it is missing; `setup` loads and splits. The vectors are loaded
-    once per process and kept: a large cache is read and hashed once, whoever calls these hooks.
+    once per process and kept: a large cache is read and hashed once, whoever calls these hooks. `name` names
+    the data in the experiment and the registered model (`simreduce-words-minilm`).
     """
 
-    def __init__(self, source: VectorSource, val_fraction: float = 0.2, batch_size: int = 1024, seed: int = 0):
+    def __init__(
+        self,
+        source: VectorSource,
+        name: str,
+        val_fraction: float = 0.2,
+        batch_size: int = 1024,
+        seed: int = 0,
+    ):
         super().__init__()
         if not 0 <= seed < 2**32:  # numpy's and Lightning's range
             raise SimreduceError(f"seed={seed} is outside [0, 2**32): use e.g. seed=0.")
@@ -99,6 +107,7 @@ class VectorDataModule(pl.LightningDataModule):
                 f"data.val_fraction={val_fraction} is outside [0, 1): use e.g. 0.2, or 0 for no split."
             )
         self.source = source
+        self.name = name
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.seed = seed
@@ -157,6 +166,22 @@ class WordDataModule(VectorDataModule):
         **split,
     ):
         super().__init__(WordSource(embedder, cache_dir, n_words, words_file), **split)
+
+
+class VectorFileDataModule(VectorDataModule):
+    """`data=vectors`: a `VectorFileSource` (a file of vectors, memory-mapped) with the shared split and batches."""
+
+    def __init__(
+        self,
+        path: str,
+        cache_dir: str,
+        key: str | None = None,
+        column: str | None = None,
+        id_column: str | None = None,
+        drop_bad_rows: bool = False,
+        **split,
+    ):
+        super().__init__(VectorFileSource(path, cache_dir, key, column, id_column, drop_bad_rows), **split)
 
 
 def load_data(data_cfg: DictConfig) -> VectorDataModule:

@@ -164,6 +164,7 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         "sweep_id": sweep_id,
         "embedder": cfg.embedder.name,
         "source": datamodule.source.kind,
+        "data_name": datamodule.name,
         "data_id": datamodule.identity(),
         "encoder": kind,
         "config_hash": cfg_hash,
@@ -177,6 +178,7 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         # At or above the rank of the training set a reducer can reach zero fit loss trivially.
         run.set_tag("degenerate", str(reducer.dim >= len(datamodule.train_idx)).lower())
         run.log_config(cfg)
+        run.log_params({"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim})
         started = time.perf_counter()
         reducer.fit(datamodule.train_vectors)
         raise_if_stop_requested()

@@ -1,7 +1,8 @@
 """Where the project's run-time folders live: anchored at the project root, never at Hydra's output dir.
 
-The config reads the root through the resolver `${simreduce.root:}` (registered when this module is imported;
-`simreduce/__init__.py` does so), and every folder under it is an interpolation in `conf/paths/default.yaml`.
+The config reads the root through the resolver `${simreduce.root:}` (registered, with `${simreduce.stem:}`, when
+this module is imported; `simreduce/__init__.py` does so), and every folder under it is an interpolation in
+`conf/paths/default.yaml`.
 """
 
 import os
@@ -25,6 +26,8 @@ def project_root() -> Path:
 
 
 OmegaConf.register_new_resolver("simreduce.root", lambda: str(project_root()), replace=True)
+# A file's name without folder or extension, to name a source's experiment: `${simreduce.stem:${.path}}`.
+OmegaConf.register_new_resolver("simreduce.stem", lambda path: Path(str(path)).stem, replace=True)
 
 
 def default_paths() -> DictConfig:

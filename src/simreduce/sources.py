@@ -2,19 +2,26 @@
 with a cache key that names everything that makes them; the data module and `compress` read vectors only
 through one.
 
-Today's source is words (the most frequent English words, or a file of them) embedded by a model. A new kind
-(a file of vectors, a corpus of texts) is a new class with the same three members and a config in `conf/data/`.
+Words (the most frequent English words, or a file of them) embedded by a model; a file of vectors, used as
+given. A new kind is a new class with the same members and a config in `conf/data/`.
 """
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from simreduce.cache import VectorCache
 from simreduce.embedding import Embedder
-from simreduce.words import load_words
+from simreduce.errors import SimreduceError
+from simreduce.vector_files import VectorFileSpec, VectorTable, bad_rows, bad_rows_message, open_vector_file
+from simreduce.words import load_words, shown
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,7 @@ class WordSource:
 
     kind = "words"
 
-    def __init__(
-        self, embedder: Embedder, cache_dir: str | Path, n_words: int = 512, words_file: str | None = None
-    ):
+    def __init__(self, embedder: Embedder, cache_dir: str | Path, n_words: int = 512, words_file: str | None = None):
         self.embedder = embedder
         self.cache = VectorCache(cache_dir)
         self.n_words = n_words
@@ -64,3 +69,64 @@ class WordSource:
     def load(self) -> Vectors:
         words = self.ids()
         return Vectors(words, self.cache.get_or_build(self.cache_key(), words, self.embedder.embed))
+
+
+class VectorFileSource:
+    """`data=vectors`: a file of embeddings (`vector_files.VECTOR_SUFFIXES`), used as given, memory-mapped;
+    rows named by `id_column` (parquet) or by their number. Rows that are NaN/inf or all zero are refused, or
+    left out with a warning (`drop_bad_rows`: the kept rows are then a copy in memory)."""
+
+    kind = "vectors"
+
+    def __init__(
+        self,
+        path: str,
+        cache_dir: str | Path,
+        key: str | None = None,
+        column: str | None = None,
+        id_column: str | None = None,
+        drop_bad_rows: bool = False,
+    ):
+        if path is None:
+            raise SimreduceError("data=vectors needs data.path=<a file of vectors>, e.g. data.path=embeddings.npy.")
+        self.spec = VectorFileSpec(Path(path).expanduser(), key, column, id_column)
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.drop_bad_rows = drop_bad_rows
+        self._ids: list[str] | None = None
+        self._opened: VectorTable | None = None
+
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            table = self._table()
+            ids = table.ids if table.ids is not None else [str(i) for i in range(len(table.vectors))]
+            if len(ids) != len(set(ids)):
+                repeated = [i for i, n in Counter(ids).items() if n > 1]
+                raise SimreduceError(
+                    f"data.id_column={self.spec.id_column!r} of {str(self.spec.path)!r} repeats the ids "
+                    f"{shown(repeated)}: ids must name one row each."
+                )
+            self._ids = ids
+        return self._ids
+
+    def _table(self) -> VectorTable:
+        """The file, opened once: a cast or a parquet conversion (and its warning) happens once."""
+        if self._opened is None:
+            self._opened = open_vector_file(self.spec, self.cache_dir)
+        return self._opened
+
+    def cache_key(self) -> dict[str, str]:
+        return self.spec.fingerprint()
+
+    def load(self) -> Vectors:
+        ids, vectors = self.ids(), self._table().vectors
+        bad = bad_rows(vectors)
+        if len(bad):
+            where = f"data.path={str(self.spec.path)!r}"
+            if not self.drop_bad_rows:
+                raise SimreduceError(bad_rows_message(where, bad, ids, "fix them, or pass data.drop_bad_rows=true"))
+            log.warning(bad_rows_message(where, bad, ids, "left out (data.drop_bad_rows=true)"))
+            kept = np.setdiff1d(np.arange(len(ids)), bad)
+            ids, vectors = [ids[i] for i in kept], vectors[kept]
+            if len(ids) < 2:
+                raise SimreduceError(f"data.path={str(self.spec.path)!r} keeps {len(ids)} vector(s): no pairs.")
+        return Vectors(ids, torch.from_numpy(vectors))  # a copy-on-write mapping: a write never reaches the file

@@ -134,7 +134,7 @@ def summarise_experiment(
         store,
         winner.run_id,
         experiment_id,
-        f"simreduce-{winner_row.source}-{winner_row.embedder}",
+        f"simreduce-{winner_row.source}-{winner_row.data_name}",
         version_tags,
         move_alias=lambda holder: alias_decision(register, holder, version_tags, tolerance, selection.target_met),
     )
@@ -152,7 +152,7 @@ def summarise_sweep(
     register: str = "auto",
     target: Target | None = None,
 ) -> list[SweepSummary]:
-    """Select and log a sweep (default: the latest), once per experiment it wrote to (one per embedder);
+    """Select and log a sweep (default: the latest), once per experiment it wrote to (one per data name);
     `register` is the `winner` alias policy (`selection.alias_decision`), `target` what the winner must reach
     (None: the tolerance rule)."""
     check_register(register)

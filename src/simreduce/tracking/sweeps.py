@@ -95,8 +95,8 @@ def _latest_sweep_id(store: TrackingStore, experiment_ids: list[str]) -> str:
 def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: str | None = None) -> pd.DataFrame:
     """The finished job runs of a sweep (default: the latest one), in one experiment or in all.
 
-    One row per run: `run_id, run_name, experiment_id, sweep_id, embedder, encoder, dim, degenerate`, and
-    every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
+    One row per run: `run_id, run_name, experiment_id, sweep_id, embedder, source, data_name, data_id, encoder,
+    dim, degenerate`, and every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
     """
     experiment_ids = [store.existing_experiment_id(experiment)] if experiment else store.all_experiment_ids()
     sweep_id = sweep_id or _latest_sweep_id(store, experiment_ids)
@@ -119,6 +119,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "sweep_id": sweep_id,
             "embedder": run.data.tags.get("embedder"),
             "source": run.data.tags.get("source", "words"),  # runs logged before sources had names
+            "data_name": run.data.tags.get("data_name", run.data.tags.get("embedder")),  # likewise
             "data_id": run.data.tags.get("data_id", ""),
             "encoder": run.data.tags["encoder"],
             "dim": int(run.data.params["encoder.dim"]),

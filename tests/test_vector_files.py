@@ -1,0 +1,246 @@
+"""`data=vectors`: every supported file format read as given and mapped (never copied whole), and every bad
+file refused with one line that names the bad value."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from helpers.project import compose_config, job_runs, run_python, store_runs
+from safetensors.numpy import save_file
+
+from simreduce import sources, vector_files
+from simreduce.errors import SimreduceError, exit_on_user_error
+from simreduce.job import run_job
+from simreduce.sources import VectorFileSource
+from simreduce.vector_files import VectorFileSpec, iter_vector_chunks, open_vector_file
+
+N, D = 40, 12
+
+
+def vectors(n: int = N, d: int = D, dtype=np.float32) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, d)).astype(dtype)
+
+
+def write_fvecs(path, x: np.ndarray) -> None:
+    widths = np.full((len(x), 1), x.shape[1], dtype="<i4")
+    np.hstack([widths, x.astype("<f4").view("<i4")]).tofile(path)
+
+
+def write_parquet(path, x: np.ndarray, ids: list[str] | None = None, fixed: bool = False) -> None:
+    column = pa.FixedSizeListArray.from_arrays(x.reshape(-1), x.shape[1]) if fixed else pa.array(list(x))
+    table = {"embedding": column, "title": [f"t{i}" for i in range(len(x))]}
+    if ids is not None:
+        table["doc_id"] = ids
+    pq.write_table(pa.table(table), path, row_group_size=16)
+
+
+WRITERS = {
+    "npy": (lambda p, x: np.save(p, x), {}),
+    "npz": (lambda p, x: np.savez(p, other=x[:, :2], emb=x), {"key": "emb"}),
+    "safetensors": (lambda p, x: save_file({"emb": x, "other": x[:, :3].copy()}, str(p)), {"key": "emb"}),
+    "parquet": (lambda p, x: write_parquet(p, x, fixed=True), {"column": "embedding"}),
+    "parquet-lists": (lambda p, x: write_parquet(p, x), {"column": "embedding"}),
+    "fvecs": (write_fvecs, {}),
+}
+
+
+def source_for(tmp_path, fmt: str, x: np.ndarray | None = None, **options) -> VectorFileSource:
+    write, defaults = WRITERS[fmt]
+    path = tmp_path / f"emb.{fmt.split('-')[0]}"
+    write(path, vectors() if x is None else x)
+    return VectorFileSource(str(path), tmp_path / "cache", **{**defaults, **options})
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_every_format_gives_the_vectors_as_written(tmp_path, fmt):
+    loaded = source_for(tmp_path, fmt).load()
+    np.testing.assert_array_equal(loaded.vectors.numpy(), vectors())
+    assert loaded.ids == [str(i) for i in range(N)]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "safetensors", "fvecs", "parquet"])
+def test_the_vectors_are_a_mapping_of_a_file_and_the_tensor_a_view_of_it(tmp_path, monkeypatch, fmt):
+    """No [N, D] copy is taken: the array is a memory map, and torch.from_numpy shares its pages."""
+    source = source_for(tmp_path, fmt)
+    opened = []
+
+    def spy(*args):
+        opened.append(open_vector_file(*args).vectors)
+        return vector_files.VectorTable(opened[-1], None)
+
+    monkeypatch.setattr(sources, "open_vector_file", spy)
+    tensor = source.load().vectors
+    (mapped,) = opened
+    assert isinstance(mapped, np.memmap)
+    assert tensor.data_ptr() == mapped.ctypes.data
+
+
+def test_a_parquet_column_is_converted_once_and_mapped(tmp_path, monkeypatch):
+    x = vectors()
+    source = source_for(tmp_path, "parquet", x, id_column="doc_id")
+    write_parquet(source.spec.path, x, ids=[f"doc-{i}" for i in range(N)], fixed=True)
+    first = VectorFileSource(str(source.spec.path), tmp_path / "cache", column="embedding", id_column="doc_id").load()
+    assert first.ids == [f"doc-{i}" for i in range(N)]
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+    def no_reread(*args):
+        raise AssertionError("the parquet file was read again")
+
+    monkeypatch.setattr(vector_files, "_parquet_chunks", no_reread)
+    again = VectorFileSource(str(source.spec.path), tmp_path / "cache", column="embedding").load()
+    np.testing.assert_array_equal(again.vectors.numpy(), x)
+
+
+def test_parquet_streams_in_chunks_with_ids(tmp_path, monkeypatch):
+    monkeypatch.setattr(vector_files, "CHUNK_ROWS", 16)
+    path = tmp_path / "emb.parquet"
+    write_parquet(path, vectors(), ids=[f"doc-{i}" for i in range(N)])
+    chunks = list(iter_vector_chunks(VectorFileSpec(path, column="embedding", id_column="doc_id")))
+    assert [len(v) for v, _ in chunks] == [16, 16, 8]
+    np.testing.assert_array_equal(np.concatenate([v for v, _ in chunks]), vectors())
+    assert sum((ids for _, ids in chunks), []) == [f"doc-{i}" for i in range(N)]
+
+
+def refused(source: VectorFileSource) -> str:
+    with pytest.raises(SimreduceError) as error:
+        source.ids()
+        source.load()
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_file_and_unknown_extension(tmp_path):
+    assert "does not exist" in refused(VectorFileSource(str(tmp_path / "nope.npy"), tmp_path))
+    (tmp_path / "emb.csv").write_text("1,2\n3,4\n")
+    message = refused(VectorFileSource(str(tmp_path / "emb.csv"), tmp_path))
+    assert "'.csv'" in message and ".npy, .npz, .safetensors, .parquet, .fvecs" in message
+
+
+def test_no_path_given(tmp_path):
+    with pytest.raises(SimreduceError, match="data.path=<a file of vectors>"):
+        VectorFileSource(None, tmp_path)
+
+
+def test_parquet_without_the_named_column_lists_its_columns(tmp_path):
+    message = refused(source_for(tmp_path, "parquet", column="vector"))
+    assert "'vector'" in message and "['embedding', 'title']" in message
+    assert "holds string" in refused(source_for(tmp_path, "parquet", column="title"))
+
+
+def test_ragged_parquet_lists_name_the_first_bad_row(tmp_path):
+    path = tmp_path / "ragged.parquet"
+    rows = [list(v) for v in vectors(30)]
+    rows[21] = rows[21][:5]
+    pq.write_table(pa.table({"embedding": pa.array(rows)}), path, row_group_size=16)
+    message = refused(VectorFileSource(str(path), tmp_path, column="embedding"))
+    assert "row 21" in message and "5 values" in message
+
+
+@pytest.mark.parametrize("shape", [(N,), (4, N, D)], ids=["1-D", "3-D"])
+def test_arrays_that_are_not_rows_of_vectors(tmp_path, shape):
+    path = tmp_path / "emb.npy"
+    np.save(path, np.ones(shape, dtype=np.float32))
+    assert f"{len(shape)}-D array" in refused(VectorFileSource(str(path), tmp_path))
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path, monkeypatch):
+    path = tmp_path / "emb.npy"
+    np.save(path, np.array([[object(), 1]], dtype=object), allow_pickle=True)
+    monkeypatch.setattr("pickle.loads", lambda *a, **k: pytest.fail("a user file was unpickled"))
+    assert "not a numeric .npy array" in refused(VectorFileSource(str(path), tmp_path))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, np.float16])
+def test_other_real_dtypes_are_cast_with_one_warning(tmp_path, caplog, dtype):
+    x = vectors(dtype=dtype)
+    loaded = source_for(tmp_path, "npy", x).load()
+    assert loaded.vectors.dtype == torch.float32
+    np.testing.assert_allclose(loaded.vectors.numpy(), x.astype(np.float32))
+    assert [r.levelname for r in caplog.records if "cast to float32" in r.getMessage()] == ["WARNING"]
+
+
+def bad_vectors() -> np.ndarray:
+    x = vectors()
+    x[[3, 5, 8, 13, 21, 34]] = 0
+    x[7, 2] = np.nan
+    x[9, 0] = np.inf
+    return x
+
+
+def test_nan_inf_and_zero_rows_are_named_and_counted(tmp_path):
+    message = refused(source_for(tmp_path, "npy", bad_vectors()))
+    assert "8 vector(s)" in message and "first ['3', '5', '7', '8', '9']:" in message
+    assert "data.drop_bad_rows=true" in message
+
+
+def test_bad_rows_are_named_by_their_ids(tmp_path):
+    path = tmp_path / "emb.parquet"
+    write_parquet(path, bad_vectors(), ids=[f"doc-{i}" for i in range(N)])
+    message = refused(VectorFileSource(str(path), tmp_path, column="embedding", id_column="doc_id"))
+    assert "'doc-3', 'doc-5', 'doc-7'" in message
+
+
+def test_drop_bad_rows_leaves_them_out_with_a_warning(tmp_path, caplog):
+    x = bad_vectors()
+    loaded = source_for(tmp_path, "npy", x, drop_bad_rows=True).load()
+    kept = [i for i in range(N) if i not in {3, 5, 7, 8, 9, 13, 21, 34}]
+    assert loaded.ids == [str(i) for i in kept]
+    np.testing.assert_array_equal(loaded.vectors.numpy(), x[kept])
+    assert any("left out" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_fewer_than_two_rows(tmp_path):
+    assert "1 vector(s)" in refused(source_for(tmp_path, "npy", vectors(1)))
+
+
+def test_duplicated_ids_are_named(tmp_path):
+    path = tmp_path / "emb.parquet"
+    write_parquet(path, vectors(), ids=[f"doc-{i % 30}" for i in range(N)])
+    message = refused(VectorFileSource(str(path), tmp_path, column="embedding", id_column="doc_id"))
+    assert "repeats the ids ['doc-0', 'doc-1'" in message
+
+
+@pytest.mark.parametrize("fmt", ["npz", "safetensors"])
+def test_a_file_of_several_arrays_needs_a_key(tmp_path, fmt):
+    message = refused(source_for(tmp_path, fmt, key=None))
+    assert "'emb'" in message and "'other'" in message and "pass one" in message
+    assert "data.key='nope'" in refused(source_for(tmp_path, fmt, key="nope"))
+
+
+def test_an_fvecs_file_with_a_ragged_row(tmp_path):
+    path = tmp_path / "emb.fvecs"
+    write_fvecs(path, vectors())
+    raw = np.fromfile(path, dtype="<i4")
+    raw[3 * (D + 1)] = D - 1
+    raw.tofile(path)
+    assert "row 3 is 11 wide" in refused(VectorFileSource(str(path), tmp_path))
+
+
+def test_a_bad_file_fails_the_job_with_one_line_and_exit_2(project, capsys):
+    path = project / "emb.npy"
+    np.save(path, bad_vectors())
+    with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
+        run_job(compose_config(["data=vectors", f"data.path={path}", "encoder.dim=4"]))
+    assert exit_info.value.code == 2
+    assert "8 vector(s) that are NaN/inf or all zero" in capsys.readouterr().err
+    assert store_runs(project, "simreduce-emb").empty  # no run was opened
+
+
+@pytest.mark.slow
+def test_a_sweep_on_a_file_of_vectors(project):
+    path = project / "my-docs.parquet"
+    x = vectors(200, 24) * np.linspace(3, 0.2, 24, dtype=np.float32)
+    write_parquet(path, x, ids=[f"doc-{i}" for i in range(200)])
+    overrides = ["data.column=embedding", "data.id_column=doc_id", "encoder.steps=30"]
+    done = run_python(
+        ["train.py", "-m", "data=vectors", f"data.path={path}", "encoder.dim=4,8", *overrides], project, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = job_runs(store_runs(project, "simreduce-my-docs"))
+    assert sorted(runs["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0008"]
+    assert set(runs["tags.source"]) == {"vectors"} and set(runs["tags.data_name"]) == {"my-docs"}
+    assert set(runs["params.n_vectors"]) == {"200"} and set(runs["params.input_dim"]) == {"24"}
+    assert (runs["metrics.fit/rmse"] > 0).all()
+    assert "simreduce-vectors-my-docs" in done.stdout, done.stdout
