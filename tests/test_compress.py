@@ -37,9 +37,9 @@ def good_rows(n: int = 5) -> np.ndarray:
 @pytest.mark.parametrize(
     ("output_name", "message"),
     [
-        ("reduced", "is not a .npy file path"),
-        ("reduced.txt", "is not a .npy file path"),
-        ("folder.npy/", "is not a .npy file path"),
+        ("reduced", "is not a .npy or .parquet file path"),
+        ("reduced.txt", "is not a .npy or .parquet file path"),
+        ("folder.npy/", "is not a .npy or .parquet file path"),
         ("x.npy", "is the input"),
     ],
 )
@@ -60,9 +60,9 @@ def test_bad_output_paths_are_refused_and_the_input_kept(model, tmp_path, capsys
     [
         (lambda x: x.mkdir(), "is a directory"),
         (lambda x: None, "does not exist"),
-        (lambda x: np.save(x, np.array([{"a": 1}], dtype=object)), "not a readable .npy array"),
+        (lambda x: np.save(x, np.array([{"a": 1}], dtype=object)), "not a numeric .npy array"),
         (lambda x: np.save(x, good_rows().astype(np.complex64)), "complex64 values, not real numbers"),
-        (lambda x: np.save(x, good_rows()[:, :3]), "takes [N, 6]"),
+        (lambda x: np.save(x, good_rows()[:, :3]), "takes 6-d ones"),
     ],
     ids=["directory", "missing", "pickled-objects", "complex", "wrong-width"],
 )
@@ -84,7 +84,7 @@ def test_rows_without_a_cosine_are_refused_by_index_or_dropped_on_request(model,
     rows[[2, 5], 0] = bad_value
     x, y = tmp_path / "x.npy", tmp_path / "y.npy"
     np.save(x, rows)
-    assert "2 row(s) that are NaN/inf or all zero, first [2, 5]" in refused(capsys, folder, x, y)
+    assert "2 vector(s) that are NaN/inf or all zero, first ['2', '5']" in refused(capsys, folder, x, y)
     assert not y.exists()
 
     compress(folder, x, y, "--drop-bad-rows")

@@ -10,7 +10,7 @@ from simreduce.tracking.sweeps import sweep_id_of
 # Built with a width; every other group instantiates as composed.
 NEEDS_INPUT_WIDTH = {"encoder"}
 NOT_OBJECTS = {"paths", "tracking", "select", "floor"}  # plain settings
-NEEDS_A_FILE = {"data": {"vectors"}}
+NEEDS_A_FILE = {"data": {"vectors", "texts"}}
 
 
 def group_options() -> list[tuple[str, str]]:

@@ -63,17 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     compress = commands.add_parser(
         "compress",
         parents=[store],
-        help="reduce vectors (.npy) or words (text file) with a logged reducer",
-        description="Reduce vectors with a logged reducer and write them as a float32 .npy array.",
+        help="reduce a file of vectors, words or texts with a logged reducer",
+        description="Reduce vectors with a logged reducer and write them as float32 .npy, or .parquet with ids. "
+        "A file of vectors streams through in chunks; words and texts are embedded as the reducer's run did.",
     )
     compress.add_argument("--model", required=True, help="e.g. models:/simreduce-words-minilm@winner")
     compress.add_argument(
         "--input",
         required=True,
         type=Path,
-        help="a .npy array [N, D], or a text file of words (one a line) embedded as the reducer's run did",
+        help="vectors (.npy, .npz, .safetensors, .parquet, .fvecs), or words / texts (.txt, .jsonl, .csv, .parquet "
+        "with a text column) for a reducer trained on words / texts",
     )
-    compress.add_argument("--output", required=True, type=Path, help="where to write the [N, dim] .npy array")
+    compress.add_argument("--key", help=".npz / .safetensors input: the array's name (default: the only one)")
+    compress.add_argument("--column", help=".parquet / .jsonl / .csv input: the column of vectors or texts")
+    compress.add_argument("--id-column", help="the input's column naming its rows, kept in a .parquet output")
+    compress.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="[N, dim] float32 .npy, or .parquet with columns id (the --id-column or row numbers) and embedding",
+    )
     compress.add_argument(
         "--drop-bad-rows",
         action="store_true",
@@ -112,9 +122,12 @@ def main(argv: list[str] | None = None) -> None:
         store_uri = args.tracking_uri or default_paths().store_uri
         if args.command == "compress":
             from simreduce.compress import compress_file
+            from simreduce.vector_files import VectorFileSpec
 
-            reduced = compress_file(store_uri, args.model, args.input, args.output, args.drop_bad_rows)
-            print(f"wrote {reduced.shape[0]} x {reduced.shape[1]} vectors to {args.output}")
+            spec = VectorFileSpec(args.input, args.key, args.column, args.id_column)
+            written = compress_file(store_uri, args.model, spec, args.output, args.drop_bad_rows)
+            dropped = f" ({written.n_dropped} bad row(s) left out)" if written.n_dropped else ""
+            print(f"wrote {written.n_rows} x {written.dim} vectors to {args.output}{dropped}")
             return
         from simreduce.selection import make_target
         from simreduce.sweep import summarise_sweep  # MLflow's import is deferred so that --help stays quick

@@ -1,88 +1,167 @@
-"""Apply a logged reducer to new data: a `.npy` array of vectors, or a words file embedded the way the
-reducer's own run embedded its words.
+"""Apply a logged reducer to new data: a file of vectors (the formats of `data=vectors`), or words or texts
+embedded the way the reducer's own run embedded its data; written as `.npy`, or `.parquet` with the ids.
 
-The paths are checked before MLflow is imported (seconds), and the output is written atomically: a bad path
-is told at once, and a failed or killed compress leaves the input and any earlier output as they were.
+A file of vectors streams through in chunks, twice: once to check every row (nothing is written when one is
+bad), once to reduce and write; memory is bounded by a chunk, not by the file. The paths are checked before
+MLflow is imported, and the output is written atomically: a failed or killed compress leaves the input and
+any earlier output as they were.
 """
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
+from tqdm.auto import tqdm
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
 from simreduce.paths import default_paths
-from simreduce.sources import WordSource
+from simreduce.sources import TextSource, Vectors, WordSource
+from simreduce.vector_files import (
+    CHUNK_ROWS,
+    VECTOR_SUFFIXES,
+    VectorFileSpec,
+    bad_rows,
+    bad_rows_message,
+    iter_vector_chunks,
+)
+
+OUTPUT_SUFFIXES = (".npy", ".parquet")
+Chunks = Callable[[], Iterator[tuple[np.ndarray, list[str] | None]]]  # a fresh pass over (vectors, ids) chunks
+
+
+@dataclass(frozen=True)
+class Written:
+    n_rows: int
+    dim: int
+    n_dropped: int
 
 
 def check_paths(input_path: Path, output_path: Path) -> None:
     if not input_path.is_file():
         what = "is a directory" if input_path.is_dir() else "does not exist"
-        raise SimreduceError(f"input {str(input_path)!r} {what}: pass a .npy array or a words file.")
-    if output_path.suffix != ".npy" or output_path.is_dir():
-        raise SimreduceError(f"--output {str(output_path)!r} is not a .npy file path: pass e.g. reduced.npy.")
+        raise SimreduceError(f"--input {str(input_path)!r} {what}: pass a file of vectors, words or texts.")
+    if output_path.suffix not in OUTPUT_SUFFIXES or output_path.is_dir():
+        raise SimreduceError(
+            f"--output {str(output_path)!r} is not a .npy or .parquet file path: pass e.g. reduced.npy."
+        )
     if output_path.resolve() == input_path.resolve():
         raise SimreduceError(f"--output {str(output_path)!r} is the input: write the reduced vectors elsewhere.")
 
 
-def read_vectors(path: Path) -> np.ndarray:
-    """A real-valued [N, D] array; `allow_pickle=False`, so a file holding objects is refused, never unpickled."""
-    try:
-        vectors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SimreduceError(f"input {str(path)!r} is not a readable .npy array ({e}).") from e
-    if not isinstance(vectors, np.ndarray) or not (
-        np.issubdtype(vectors.dtype, np.floating) or np.issubdtype(vectors.dtype, np.integer)
-    ):
-        raise SimreduceError(f"input {str(path)!r} holds {getattr(vectors, 'dtype', 'no')} values, not real numbers.")
-    return vectors
-
-
-def bad_rows(vectors: np.ndarray) -> np.ndarray:
-    """Indices of rows with NaN or inf, or all zero: they have no cosine similarity to keep."""
-    return np.flatnonzero(~np.isfinite(vectors).all(axis=1) | ~vectors.any(axis=1))
-
-
 def compress_file(
-    store_uri: str, model_uri: str, input_path: Path, output_path: Path, drop_bad_rows: bool = False
-) -> np.ndarray:
-    """Reduce `input_path` (`.npy` [N, D], or a text file of words) with `model_uri`, write `output_path`
-    ([N, dim] float32 `.npy`), and return the reduced vectors.
-
-    Words are embedded by the embedder config of the reducer's own run, through this project's vector cache.
-    """
-    check_paths(input_path, output_path)
+    store_uri: str, model_uri: str, spec: VectorFileSpec, output_path: Path, drop_bad_rows: bool = False
+) -> Written:
+    """Reduce the vectors of `spec` (or its words or texts, embedded) with `model_uri` into `output_path`
+    ([N, dim] float32 `.npy`, or `.parquet` with columns `id` and `embedding`)."""
+    check_paths(spec.path, output_path)
     from simreduce.tracking import TrackingStore
     from simreduce.tracking.registry import load_reducer
 
-    # A model folder needs no store (unless its words are to be embedded with its run's config).
+    # A model folder needs no store (unless its words or texts are to be embedded with its run's config).
     store = TrackingStore(store_uri) if Path(model_uri).is_dir() else TrackingStore.open(store_uri)
     reducer = load_reducer(store, model_uri)
-    vectors = read_vectors(input_path) if input_path.suffix == ".npy" else embed_words(store, reducer, input_path)
-    if vectors.ndim != 2 or vectors.shape[1] != reducer.in_dim:
-        raise SimreduceError(
-            f"input {str(input_path)!r} has shape {list(vectors.shape)} but {model_uri} takes [N, {reducer.in_dim}] "
-            "vectors: embed them with the model the reducer was trained on."
-        )
-    bad = bad_rows(vectors)
+    chunks = vector_chunks(spec) if holds_vectors(spec) else embedded_chunks(store, reducer.run_id, spec)
+    n_rows, bad, named = check_rows(chunks, spec.path, reducer.in_dim, model_uri)
     if len(bad) and not drop_bad_rows:
-        raise SimreduceError(
-            f"input {str(input_path)!r} has {len(bad)} row(s) that are NaN/inf or all zero, first {bad[:5].tolist()}: "
-            "fix them, or pass --drop-bad-rows to leave them out of the output."
-        )
-    reduced = reducer.reduce(np.delete(vectors, bad, axis=0)).astype(np.float32)
+        where = f"--input {str(spec.path)!r}"
+        raise SimreduceError(bad_rows_message(where, len(bad), named, "fix them, or pass --drop-bad-rows"))
+    reduced = reduced_chunks(chunks, reducer, bad, n_rows)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_path) as tmp, tmp.open("wb") as f:
-        np.save(f, reduced)
-    return reduced
+    with atomic_path(output_path) as tmp:
+        write = write_parquet if output_path.suffix == ".parquet" else write_npy
+        write(tmp, reduced, n_rows - len(bad), reducer.dim)
+    return Written(n_rows - len(bad), reducer.dim, len(bad))
 
 
-def embed_words(store, reducer, words_path: Path) -> np.ndarray:
-    """The words of `words_path` embedded with the embedder config the reducer's run was trained with."""
+def holds_vectors(spec: VectorFileSpec) -> bool:
+    """Whether the input is vectors: a vector file, but a parquet file only when its column holds lists (a
+    column of strings is texts)."""
+    if spec.path.suffix.lower() != ".parquet":
+        return spec.path.suffix.lower() in VECTOR_SUFFIXES
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(spec.path)
+    return spec.column not in schema.names or not pa.types.is_string(schema.field(spec.column).type)
+
+
+def vector_chunks(spec: VectorFileSpec) -> Chunks:
+    return lambda: iter_vector_chunks(spec)
+
+
+def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
+    """The input's words or texts embedded with the embedder config of the reducer's run, as its source did."""
     from simreduce.tracking.registry import run_config
 
-    if reducer.run_id is None:
-        raise SimreduceError("this model has no MLflow run to take its embedder from: pass vectors as a .npy array.")
-    embedder = instantiate(run_config(store, reducer.run_id).embedder)
-    return WordSource(embedder, default_paths().cache_dir, words_file=str(words_path)).load().vectors.numpy()
+    if run_id is None:
+        raise SimreduceError("this model has no MLflow run to take its embedder from: pass a file of vectors.")
+    source_kind = store.client.get_run(run_id).data.tags.get("source", "words")
+    if source_kind == "vectors":
+        raise SimreduceError(
+            f"--input {str(spec.path)!r} is not a file of vectors ({', '.join(VECTOR_SUFFIXES)}), and this reducer "
+            "was trained on vectors from a file, with no embedder: pass vectors."
+        )
+    cfg = run_config(store, run_id)
+    embedder, cache_dir = instantiate(cfg.embedder), default_paths().cache_dir
+    if source_kind == "texts":
+        source = TextSource(embedder, str(spec.path), cache_dir, spec.column, spec.id_column, cfg.data.max_length)
+    else:
+        source = WordSource(embedder, cache_dir, words_file=str(spec.path))
+    loaded: Vectors = source.load()
+    vectors, ids = loaded.vectors.numpy(), loaded.ids
+    return lambda: ((vectors[i : i + CHUNK_ROWS], ids[i : i + CHUNK_ROWS]) for i in range(0, len(ids), CHUNK_ROWS))
+
+
+def check_rows(chunks: Chunks, path: Path, in_dim: int, model_uri: str) -> tuple[int, np.ndarray, list[str]]:
+    """One pass over the input: its row count, its bad rows and the names of the first five; a width other
+    than the reducer's is refused."""
+    n_rows, bad, named = 0, [], []
+    for vectors, ids in chunks():
+        if vectors.shape[1] != in_dim:
+            raise SimreduceError(
+                f"--input {str(path)!r} holds {vectors.shape[1]}-d vectors but {model_uri} takes {in_dim}-d ones: "
+                "embed them with the model the reducer was trained on."
+            )
+        local = bad_rows(vectors)
+        named += [ids[i] if ids is not None else str(n_rows + i) for i in local[: 5 - len(named)]]
+        bad.append(n_rows + local)
+        n_rows += len(vectors)
+    return n_rows, np.concatenate(bad) if bad else np.empty(0, dtype=np.int64), named
+
+
+def reduced_chunks(chunks: Chunks, reducer, bad: np.ndarray, n_rows: int) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """The reduced chunks without the bad rows, with their ids (row numbers when the input has none), and a
+    progress bar."""
+    start = 0
+    with tqdm(total=n_rows, desc="compressing", unit="vec") as progress:
+        for vectors, ids in chunks():
+            rows = np.arange(start, start + len(vectors))
+            keep = ~np.isin(rows, bad)
+            names = ids if ids is not None else [str(r) for r in rows]
+            yield reducer.reduce(vectors[keep]).astype(np.float32), [n for n, k in zip(names, keep, strict=True) if k]
+            start += len(vectors)
+            progress.update(len(vectors))
+
+
+def write_npy(path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, dim: int) -> None:
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, dim))
+    row = 0
+    for reduced, _ in chunks:
+        out[row : row + len(reduced)] = reduced
+        row += len(reduced)
+    out.flush()
+
+
+def write_parquet(path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, dim: int) -> None:
+    """Columns `id` (string) and `embedding` (fixed-size list of `dim` float32), a row group per chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+    with pq.ParquetWriter(path, schema) as writer:
+        for reduced, ids in chunks:
+            embedding = pa.FixedSizeListArray.from_arrays(pa.array(reduced.reshape(-1)), dim)
+            writer.write_table(pa.table({"id": ids, "embedding": embedding}, schema=schema))

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
-from simreduce.sources import VectorFileSource, VectorSource, WordSource
+from simreduce.sources import TextSource, VectorFileSource, VectorSource, WordSource
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,22 @@ class VectorFileDataModule(VectorDataModule):
         **split,
     ):
         super().__init__(VectorFileSource(path, cache_dir, key, column, id_column, drop_bad_rows), **split)
+
+
+class TextDataModule(VectorDataModule):
+    """`data=texts`: a `TextSource` (a corpus embedded by a model) with the shared split and batches."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        path: str,
+        cache_dir: str,
+        column: str | None = None,
+        id_column: str | None = None,
+        max_length: int | None = None,
+        **split,
+    ):
+        super().__init__(TextSource(embedder, path, cache_dir, column, id_column, max_length), **split)
 
 
 def load_data(data_cfg: DictConfig) -> VectorDataModule:

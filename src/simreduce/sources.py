@@ -2,12 +2,13 @@
 with a cache key that names everything that makes them; the data module and `compress` read vectors only
 through one.
 
-Words (the most frequent English words, or a file of them) embedded by a model; a file of vectors, used as
-given. A new kind is a new class with the same members and a config in `conf/data/`.
+Words (the most frequent English words, or a file of them) or a corpus of texts, embedded by a model; a file of
+vectors, used as given. A new kind is a new class with the same members and a config in `conf/data/`.
 """
 
+import hashlib
+import json
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,8 +19,10 @@ import torch
 from simreduce.cache import VectorCache
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
+from simreduce.rows import check_unique_ids
+from simreduce.texts import Corpus, read_corpus
 from simreduce.vector_files import VectorFileSpec, VectorTable, bad_rows, bad_rows_message, open_vector_file
-from simreduce.words import load_words, shown
+from simreduce.words import load_words
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +102,7 @@ class VectorFileSource:
         if self._ids is None:
             table = self._table()
             ids = table.ids if table.ids is not None else [str(i) for i in range(len(table.vectors))]
-            if len(ids) != len(set(ids)):
-                repeated = [i for i, n in Counter(ids).items() if n > 1]
-                raise SimreduceError(
-                    f"data.id_column={self.spec.id_column!r} of {str(self.spec.path)!r} repeats the ids "
-                    f"{shown(repeated)}: ids must name one row each."
-                )
+            check_unique_ids(ids, self.spec.path, self.spec.id_column)
             self._ids = ids
         return self._ids
 
@@ -121,12 +119,59 @@ class VectorFileSource:
         ids, vectors = self.ids(), self._table().vectors
         bad = bad_rows(vectors)
         if len(bad):
-            where = f"data.path={str(self.spec.path)!r}"
+            where, named = f"data.path={str(self.spec.path)!r}", [ids[i] for i in bad[:5]]
             if not self.drop_bad_rows:
-                raise SimreduceError(bad_rows_message(where, bad, ids, "fix them, or pass data.drop_bad_rows=true"))
-            log.warning(bad_rows_message(where, bad, ids, "left out (data.drop_bad_rows=true)"))
+                raise SimreduceError(
+                    bad_rows_message(where, len(bad), named, "fix them, or pass data.drop_bad_rows=true")
+                )
+            log.warning(bad_rows_message(where, len(bad), named, "left out (data.drop_bad_rows=true)"))
             kept = np.setdiff1d(np.arange(len(ids)), bad)
             ids, vectors = [ids[i] for i in kept], vectors[kept]
             if len(ids) < 2:
                 raise SimreduceError(f"data.path={str(self.spec.path)!r} keeps {len(ids)} vector(s): no pairs.")
         return Vectors(ids, torch.from_numpy(vectors))  # a copy-on-write mapping: a write never reaches the file
+
+
+class TextSource:
+    """`data=texts`: a corpus (`texts.TEXT_SUFFIXES`) embedded by a model, with the model's own
+    sentence-transformers pooling when it has one; cached like words, under the texts' content hash."""
+
+    kind = "texts"
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        path: str,
+        cache_dir: str | Path,
+        column: str | None = None,
+        id_column: str | None = None,
+        max_length: int | None = None,
+    ):
+        if path is None:
+            raise SimreduceError("data=texts needs data.path=<a file of texts>, e.g. data.path=corpus.txt.")
+        self.embedder = embedder
+        self.path = Path(path).expanduser()
+        self.column = column
+        self.id_column = id_column
+        self.max_length = max_length
+        self.cache = VectorCache(cache_dir)
+        self._corpus: Corpus | None = None
+
+    def corpus(self) -> Corpus:
+        if self._corpus is None:
+            self._corpus = read_corpus(self.path, self.column, self.id_column)
+        return self._corpus
+
+    def ids(self) -> list[str]:
+        return self.corpus().ids
+
+    def cache_key(self) -> dict[str, str]:
+        texts_sha256 = hashlib.sha256(json.dumps(self.corpus().texts).encode()).hexdigest()
+        return {**self.embedder.cache_key(), **self.embedder.text_pooling_key(self.max_length), "texts": texts_sha256}
+
+    def load(self) -> Vectors:
+        corpus = self.corpus()
+        vectors = self.cache.get_or_build(
+            self.cache_key(), corpus.ids, lambda _: self.embedder.embed_texts(corpus.texts, self.max_length)
+        )
+        return Vectors(corpus.ids, vectors)

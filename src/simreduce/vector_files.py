@@ -17,6 +17,7 @@ import numpy as np
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
+from simreduce.rows import check_enough_rows
 from simreduce.words import shown
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,8 @@ def _mapped(spec: VectorFileSpec) -> np.ndarray:
         raise SimreduceError(f"{str(path)!r} holds {array.dtype} values, not real numbers: save float32 vectors.")
     if array.dtype != np.float32:
         log.warning("%s holds %s vectors: they are cast to float32", path, array.dtype)
-    _check_enough_rows(len(array), path)
+    check_enough_rows(len(array), path)
     return array
-
-
-def _check_enough_rows(n_rows: int, path: Path) -> None:
-    if n_rows < 2:
-        raise SimreduceError(f"{str(path)!r} holds {n_rows} vector(s): there are no pairs to keep.")
 
 
 def bad_rows(vectors: np.ndarray) -> np.ndarray:
@@ -125,9 +121,8 @@ def bad_rows(vectors: np.ndarray) -> np.ndarray:
     return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
-def bad_rows_message(where: str, bad: np.ndarray, ids: list[str] | None, fix: str) -> str:
-    named = [ids[i] for i in bad[:5]] if ids is not None else bad[:5].tolist()
-    return f"{where} has {len(bad)} vector(s) that are NaN/inf or all zero, first {shown(named)}: {fix}."
+def bad_rows_message(where: str, n_bad: int, first_named: list[str], fix: str) -> str:
+    return f"{where} has {n_bad} vector(s) that are NaN/inf or all zero, first {shown(first_named)}: {fix}."
 
 
 def _read_npy(spec: VectorFileSpec) -> np.ndarray:
@@ -282,7 +277,7 @@ def _mapped_parquet(spec: VectorFileSpec, convert_dir: Path) -> np.ndarray:
         n_rows = _parquet_file(spec).metadata.num_rows
         chunks = _parquet_chunks(spec)
         first, _ = next(chunks, (np.empty((0, 0), np.float32), None))
-        _check_enough_rows(n_rows, spec.path)
+        check_enough_rows(n_rows, spec.path)
         converted.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(converted) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_rows, first.shape[1]))

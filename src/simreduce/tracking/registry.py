@@ -103,6 +103,7 @@ class LoggedReducer:
 
     net: nn.Module
     in_dim: int
+    dim: int
     run_id: str
 
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
@@ -129,7 +130,7 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
             "weights): compress serves only simreduce reducers and never runs a model's own loader or code."
         )
     net = rebuild(spec, folder / weights, model_uri)
-    return LoggedReducer(net, int(spec["in_dim"]), model.run_id)
+    return LoggedReducer(net, int(spec["in_dim"]), int(spec["dim"]), model.run_id)
 
 
 def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:
