@@ -6,8 +6,10 @@ import pytest
 import torch
 from helpers.tiny_model import HIDDEN, WORDS
 
-from simreduce.embedding import Embedder, load_pretrained, pool_hidden_states, resolve_model_source
+from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
+from simreduce.model_files import load_pretrained, resolve_model_source
+from simreduce.pooling import pool_hidden_states
 from simreduce.sources import WordSource
 
 
