@@ -117,7 +117,9 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
 
     np.save(tmp_path / "narrow.npy", vectors[:, :10])
     narrow = ["--input", str(tmp_path / "narrow.npy"), "--output", str(tmp_path / "z.npy")]
-    assert f"holds 10-d vectors but {model_uri} takes {HIDDEN}-d ones" in user_error(capsys, ["compress", "--model", model_uri, *narrow])
+    assert f"holds 10-d vectors but {model_uri} takes {HIDDEN}-d ones" in user_error(
+        capsys, ["compress", "--model", model_uri, *narrow]
+    )
     missing = ["--input", str(tmp_path / "missing.npy"), "--output", str(tmp_path / "z.npy")]
     assert "does not exist" in user_error(capsys, ["compress", "--model", model_uri, *missing])
     bad_uri = ["compress", "--model", "models:/no-such-model@winner", *narrow]

@@ -2,11 +2,16 @@
 one line before anything is written, and the output appears whole or not at all."""
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from helpers.models import write_model_folder
+from safetensors.numpy import save_file
 
+from simreduce import vector_files
 from simreduce.cli import main
+from simreduce.tracking.registry import LoggedReducer
 
 D = 6
 
@@ -103,3 +108,57 @@ def test_a_model_folder_is_served_without_any_store(tmp_path, monkeypatch):
     with torch.no_grad():
         np.testing.assert_allclose(np.load(tmp_path / "y.npy"), net(torch.from_numpy(good_rows())).numpy(), rtol=1e-6)
     assert not (tmp_path / "empty-project").exists()  # no store was made for it
+
+
+def reduced_by(net, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(x)).numpy()
+
+
+def test_a_large_input_streams_through_in_chunks(model, tmp_path, monkeypatch):
+    """Chunks of 16 rows, read from the mapped file twice (check, then reduce): the output is the whole
+    reduction, and no chunk handed to the reducer is larger than 16 rows."""
+    folder, net = model
+    monkeypatch.setattr(vector_files, "CHUNK_ROWS", 16)
+    sizes = []
+    real_reduce = LoggedReducer.reduce
+    monkeypatch.setattr(LoggedReducer, "reduce", lambda self, x: sizes.append(len(x)) or real_reduce(self, x))
+    rows = good_rows(40)
+    np.save(tmp_path / "x.npy", rows)
+    compress(folder, tmp_path / "x.npy", tmp_path / "y.npy")
+    assert sizes == [16, 16, 8]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), reduced_by(net, rows), rtol=1e-6)
+
+
+def test_parquet_in_and_out_keeps_the_ids_and_leaves_bad_rows_out(model, tmp_path):
+    folder, net = model
+    rows = good_rows(10)
+    rows[4] = np.nan
+    ids = [f"doc-{i}" for i in range(10)]
+    table = pa.table({"doc_id": ids, "emb": pa.FixedSizeListArray.from_arrays(rows.reshape(-1), D)})
+    pq.write_table(table, tmp_path / "x.parquet")
+    flags = ["--column", "emb", "--id-column", "doc_id", "--drop-bad-rows"]
+    compress(folder, tmp_path / "x.parquet", tmp_path / "y.parquet", *flags)
+    out = pq.read_table(tmp_path / "y.parquet")
+    assert out.column("id").to_pylist() == [i for i in ids if i != "doc-4"]
+    kept = np.delete(rows, 4, axis=0)
+    np.testing.assert_allclose(np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), reduced_by(net, kept))
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "flags"),
+    [
+        ("x.npz", lambda p, x: np.savez(p, emb=x), []),
+        ("x.safetensors", lambda p, x: save_file({"emb": x, "other": x[:2].copy()}, str(p)), ["--key", "emb"]),
+        ("x.fvecs", lambda p, x: np.hstack([np.full((len(x), 1), D, "<i4"), x.view("<i4")]).tofile(p), []),
+    ],
+)
+def test_every_vector_format_compresses_to_row_numbered_parquet(model, tmp_path, name, write, flags):
+    folder, net = model
+    write(tmp_path / name, good_rows())
+    compress(folder, tmp_path / name, tmp_path / "y.parquet", *flags)
+    out = pq.read_table(tmp_path / "y.parquet")
+    assert out.column("id").to_pylist() == [str(i) for i in range(5)]
+    np.testing.assert_allclose(
+        np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), reduced_by(net, good_rows())
+    )

@@ -139,3 +139,15 @@ def test_a_sweep_on_a_corpus_of_texts(project):
     assert set(runs["tags.source"]) == {"texts"}
     assert set(runs["params.n_vectors"]) == {"60"} and set(runs["params.input_dim"]) == {"384"}
     assert "simreduce-texts-notes-minilm" in done.stdout, done.stdout
+
+    # New texts, as jsonl with ids, embedded the way the run embedded its corpus, then reduced.
+    (project / "new.jsonl").write_text(
+        "".join(json.dumps({"key": f"n{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS))
+    )
+    compress = ["-m", "simreduce.cli", "compress", "--model", "models:/simreduce-texts-notes-minilm/1"]
+    files = ["--input", str(project / "new.jsonl"), "--column", "text", "--id-column", "key"]
+    done = run_python([*compress, *files, "--output", str(project / "new.parquet")], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = pq.read_table(project / "new.parquet")
+    assert out.column("id").to_pylist() == [f"n{i}" for i in range(len(TEXTS))]
+    assert np.isfinite(np.stack(out.column("embedding").to_numpy(zero_copy_only=False))).all()

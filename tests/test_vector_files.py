@@ -244,3 +244,20 @@ def test_a_sweep_on_a_file_of_vectors(project):
     assert set(runs["params.n_vectors"]) == {"200"} and set(runs["params.input_dim"]) == {"24"}
     assert (runs["metrics.fit/rmse"] > 0).all()
     assert "simreduce-vectors-my-docs" in done.stdout, done.stdout
+
+    compress = ["-m", "simreduce.cli", "compress", "--model", "models:/simreduce-vectors-my-docs/1"]
+    files = [
+        "--input",
+        str(path),
+        "--column",
+        "embedding",
+        "--id-column",
+        "doc_id",
+        "--output",
+        str(project / "o.parquet"),
+    ]
+    done = run_python([*compress, *files], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = pq.read_table(project / "o.parquet")
+    assert out.column("id").to_pylist() == [f"doc-{i}" for i in range(200)]
+    assert out.schema.field("embedding").type.list_size in (4, 8)
