@@ -12,17 +12,19 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def anisotropic_vectors(n: int, d: int, seed: int = 0, chunk: int = 8192) -> torch.Tensor:
+def anisotropic_vectors(
+    n: int, d: int, seed: int = 0, chunk: int = 8192, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """[n, d] float32 rows shaped like a language model's hidden states: a shared offset that makes every
     cosine positive, and a power-law spectrum (a few strong directions, a long weak tail).
 
     Cosine geometry is rotation-invariant, so axis-aligned anisotropy times as well as a rotated one.
-    Built `chunk` rows at a time: the only large allocation is the result.
+    Built `chunk` rows at a time into `out` (e.g. a memory-mapped file), else into a new tensor.
     """
     generator = torch.Generator().manual_seed(seed)
     scales = torch.arange(1, d + 1, dtype=torch.float32) ** -0.75
     offset = 0.3 * torch.randn(d, generator=generator) * scales.sqrt()
-    out = torch.empty(n, d)
+    out = torch.empty(n, d) if out is None else out
     for start in range(0, n, chunk):
         rows = out[start : start + chunk]
         rows.copy_(torch.randn(rows.shape, generator=generator) * scales + offset)

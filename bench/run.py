@@ -4,6 +4,7 @@
     python bench/run.py --only scale         # 100k x 2048 vectors through train.py (about 5-10 minutes)
     python bench/run.py --only embedding     # 50k words embedded by the default model
     python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
+    python bench/run.py --only vector_file   # 1M x 768 vectors in a .npy: train.py data=vectors, compress (~10 min)
     python bench/run.py --only training --accelerator gpu
 
 Prints markdown tables. Not a test: figures depend on the machine and on what else runs on it, which is
@@ -16,7 +17,7 @@ import os
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead")
+BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file")
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -66,6 +67,10 @@ def main() -> None:
         import overhead
 
         overhead.run(args.sweep_dims, args.repeats)
+    if "vector_file" in chosen:
+        import vector_file
+
+        vector_file.run(extra=args.overrides)
     if "embedding" in chosen:
         import embedding_cost
 

@@ -93,6 +93,19 @@ def test_the_data_module_reads_a_large_cache_once_per_process():
     assert len(module.train_idx) + len(module.val_idx) == len(module.vectors)
 
 
+def test_fits_see_every_training_row_up_to_max_fit_rows_and_a_seeded_sample_above():
+    everything = VectorDataModule(CountingSource(), name="in-memory", max_fit_rows=16)
+    everything.setup("fit")
+    assert torch.equal(everything.fit_idx, everything.train_idx)  # 16 training rows of 20
+    sampled = VectorDataModule(CountingSource(), name="in-memory", max_fit_rows=5)
+    sampled.setup("fit")
+    assert len(sampled.fit_idx) == 5 and set(sampled.fit_idx.tolist()) < set(sampled.train_idx.tolist())
+    assert torch.equal(sampled.fit_vectors[:, 0].long(), sampled.fit_idx)  # row i holds i
+    again = VectorDataModule(CountingSource(), name="in-memory", max_fit_rows=5)
+    again.setup("fit")
+    assert torch.equal(again.fit_idx, sampled.fit_idx)
+
+
 def dense_pairs(original: torch.Tensor, reduced: torch.Tensor, train_idx: torch.Tensor, name: str):
     """The reference: every pair i<j of a set, read off the full N x N matrices."""
     n = original.shape[0]

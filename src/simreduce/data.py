@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
+from simreduce.reducers.base import is_positive_int
 from simreduce.sources import TextSource, VectorFileSource, VectorSource, WordSource
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor,
     return order[n_val:].sort().values, order[:n_val].sort().values
 
 
+def sample_rows(rows: torch.Tensor, max_rows: int, seed: int) -> torch.Tensor:
+    """`rows` when there are at most `max_rows` of them, else a seeded sample of `max_rows`, kept sorted."""
+    if len(rows) <= max_rows:
+        return rows
+    picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:max_rows]
+    return rows[picked].sort().values
+
+
 class VectorDataModule(pl.LightningDataModule):
     """A source's vectors, split into train/val by a seeded permutation and served as batches.
 
@@ -96,12 +105,15 @@ class VectorDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         batch_size: int = 1024,
         seed: int = 0,
+        max_fit_rows: int = 100_000,
     ):
         super().__init__()
         if not 0 <= seed < 2**32:  # numpy's and Lightning's range
             raise SimreduceError(f"seed={seed} is outside [0, 2**32): use e.g. seed=0.")
         if batch_size < 2:
             raise SimreduceError(f"data.batch_size={batch_size} is below 2: a batch needs pairs.")
+        if not is_positive_int(max_fit_rows) or max_fit_rows < 2:
+            raise SimreduceError(f"data.max_fit_rows={max_fit_rows!r} must be an integer of at least 2, e.g. 100000.")
         if not 0 <= val_fraction < 1:
             raise SimreduceError(
                 f"data.val_fraction={val_fraction} is outside [0, 1): use e.g. 0.2, or 0 for no split."
@@ -111,10 +123,12 @@ class VectorDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.seed = seed
+        self.max_fit_rows = max_fit_rows
         self.ids: list[str] | None = None
         self.vectors: torch.Tensor | None = None
         self.train_idx: torch.Tensor | None = None
         self.val_idx: torch.Tensor | None = None
+        self.fit_idx: torch.Tensor | None = None
 
     def prepare_data(self) -> None:
         if self.vectors is None:
@@ -126,6 +140,7 @@ class VectorDataModule(pl.LightningDataModule):
             return
         self.prepare_data()
         self.train_idx, self.val_idx = split_indices(len(self.ids), self.val_fraction, self.seed)
+        self.fit_idx = sample_rows(self.train_idx, self.max_fit_rows, self.seed)
         log.debug(
             "%d vectors x %d dims: %d train, %d val", len(self.ids), self.dim, len(self.train_idx), len(self.val_idx)
         )
@@ -144,6 +159,12 @@ class VectorDataModule(pl.LightningDataModule):
     def train_vectors(self) -> torch.Tensor:
         """A gathered copy of the training rows [N_train, D]: take it once per use, not per access."""
         return self.vectors[self.train_idx]
+
+    @property
+    def fit_vectors(self) -> torch.Tensor:
+        """A gathered copy of the rows a closed-form fit, the encoder's start and the reference figures see: every
+        training row up to `max_fit_rows`, a seeded sample above (1M x 768 training rows would copy 3 GB)."""
+        return self.vectors[self.fit_idx]
 
     def train_dataloader(self) -> DataLoader:
         device = self.trainer.strategy.root_device if self.trainer is not None else None

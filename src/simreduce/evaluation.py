@@ -182,26 +182,34 @@ def retrieval_recall(
 ) -> dict[int, float]:
     """The search yardstick: each query row of `queries` searches all other rows of the corpus; recall@k is
     the share of its true top k (by cosine of `original` [N, D]) that the `reduced` [N, dim] rows also rank in
-    their top k, averaged over the queries. Exact, in blocks of queries whose [block, N] similarity matrices
-    hold at most `max_block` entries: memory is bounded by the block, never N x N."""
-    unit_o, unit_r = (F.normalize(x.float(), dim=1, eps=EPS) for x in (original, reduced))
-    n, k_max = len(unit_o), max(ks)
+    their top k, averaged over the queries. Exact; the corpus is read in blocks of rows whose [queries, block]
+    similarities hold at most `max_block` entries, so neither an N x N matrix nor a normalised copy of a
+    (memory-mapped) `original` is ever made."""
+    n, k_max = len(original), max(ks)
     if n - 1 < k_max:
         return {}
-    block = max(1, max_block // n)
-    hits = dict.fromkeys(ks, 0.0)
-    for start in range(0, len(queries), block):
-        rows = queries[start : start + block]
-        self_match = (torch.arange(len(rows)), rows)
-        found = []
-        for unit in (unit_o, unit_r):
-            sims = unit[rows] @ unit.T
-            sims[self_match] = -torch.inf
-            found.append(sims.topk(k_max, dim=1).indices)
-        truth, retrieved = found
-        for k in ks:
-            hits[k] += (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k
+    truth, retrieved = (
+        _top_k(x, queries, k_max, max(k_max + 1, max_block // len(queries))) for x in (original, reduced)
+    )
+    hits = {k: (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k for k in ks}
     return {k: hits[k] / len(queries) for k in ks}
+
+
+def _top_k(vectors: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int) -> torch.Tensor:
+    """[Q, k] indices of each query row's k most cosine-similar other rows of `vectors`, best first: the running
+    top k is merged with each block's."""
+    unit_queries = F.normalize(vectors[queries].float(), dim=1, eps=EPS)
+    best_sims = torch.full((len(queries), 0), -torch.inf)
+    best_rows = torch.empty((len(queries), 0), dtype=torch.long)
+    for start in range(0, len(vectors), block_rows):
+        block = F.normalize(vectors[start : start + block_rows].float(), dim=1, eps=EPS)
+        rows = torch.arange(start, start + len(block))
+        sims = unit_queries @ block.T
+        sims[queries[:, None] == rows[None, :]] = -torch.inf  # a query is not its own neighbour
+        sims, picked = torch.cat([best_sims, sims], dim=1), torch.cat([best_rows, rows.expand(len(queries), -1)], dim=1)
+        best_sims, top = sims.topk(min(k, sims.shape[1]), dim=1)
+        best_rows = picked.gather(1, top)
+    return best_rows
 
 
 @torch.no_grad()

@@ -178,9 +178,11 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         # At or above the rank of the training set a reducer can reach zero fit loss trivially.
         run.set_tag("degenerate", str(reducer.dim >= len(datamodule.train_idx)).lower())
         run.log_config(cfg)
-        run.log_params({"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim})
+        run.log_params(
+            {"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim, "n_fit_rows": len(datamodule.fit_idx)}
+        )
         started = time.perf_counter()
-        reducer.fit(datamodule.train_vectors)
+        reducer.fit(datamodule.fit_vectors)
         raise_if_stop_requested()
         steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
@@ -201,7 +203,9 @@ def log_candidate(run, candidate: Candidate, datamodule: VectorDataModule, setti
     from simreduce.scoring import score_reduction
 
     reduced = candidate.transform(datamodule.vectors)
-    scores = score_reduction(datamodule.vectors, reduced, datamodule.train_idx, datamodule.val_idx, settings)
+    scores = score_reduction(
+        datamodule.vectors, reduced, datamodule.train_idx, datamodule.val_idx, settings, datamodule.fit_idx
+    )
     raise_if_stop_requested()
     run.log_metrics(scores.metrics)
     fit = scores.pairs["fit"]

@@ -59,11 +59,13 @@ def score_reduction(
     train_idx: torch.Tensor,
     val_idx: torch.Tensor,
     settings: EvalSettings,
+    fit_idx: torch.Tensor | None = None,
 ) -> Scores:
     """[N, D] vectors and their [N, dim] reduction -> the candidate's metrics, and the pairs they came from.
 
     Neighbour metrics of `fit` are among the training rows, those of `heldout` among the validation rows
-    alone; each on at most `max_neighbour_words` of them (a seeded sample, its size logged).
+    alone; each on at most `max_neighbour_words` of them (a seeded sample, its size logged). The reference
+    figures (`bound_ey`, PCA's share) are of the rows `fit_idx` (default: every training row).
     """
     dim = reduced.shape[1]
     pairs = pair_similarities(
@@ -80,11 +82,11 @@ def score_reduction(
         queries = neighbour_subset(rows, settings.max_queries, settings.seed)
         if len(queries) and (recalls := retrieval_recall(vectors, reduced, queries, list(settings.recall_k))):
             metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(queries)}
-    train_vectors = vectors[train_idx]  # a gathered copy (0.65 GB at 80k x 2048): made once here
-    bound = eckart_young_bound(train_vectors, dim)
+    fit_vectors = vectors[train_idx if fit_idx is None else fit_idx]  # a gathered copy: made once here
+    bound = eckart_young_bound(fit_vectors, dim)
     metrics |= {
         "bound_ey": bound,
-        "pca_explained_variance": pca_explained_variance(train_vectors, dim),
+        "pca_explained_variance": pca_explained_variance(fit_vectors, dim),
         "compression_ratio": vectors.shape[1] / dim,
         "bytes_per_vector": dim * FLOAT32_BYTES,
         "n_train_words": len(train_idx),
