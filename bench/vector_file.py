@@ -30,12 +30,13 @@ def write_vectors(path: Path, n: int, d: int) -> None:
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
-    """(RssAnon, VmRSS) of a live process, in KiB; (0, 0) once it is gone."""
+    """(RssAnon, VmRSS) of a live process, in KiB; (0, 0) once it is gone (an exited process that is not yet
+    reaped has no memory lines)."""
     try:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    except (OSError, ValueError):
+        return int(fields["RssAnon"].split()[0]), int(fields["VmRSS"].split()[0])
+    except (OSError, ValueError, KeyError):
         return 0, 0
-    return int(fields["RssAnon"].split()[0]), int(fields["VmRSS"].split()[0])
 
 
 def measured(args: list[str], root: Path) -> dict:
