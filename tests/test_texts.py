@@ -64,6 +64,8 @@ def test_missing_file_and_unknown_extension(tmp_path):
     assert "does not exist" in refused(tmp_path / "corpus.txt")
     (tmp_path / "corpus.docx").write_text("x")
     assert ".txt, .jsonl, .csv, .parquet" in refused(tmp_path / "corpus.docx")
+    (tmp_path / "emb.npy").write_bytes(b"")
+    assert "a file of vectors is read by data=vectors" in refused(tmp_path / "emb.npy")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from simreduce.errors import SimreduceError
 from simreduce.rows import check_enough_rows, check_unique_ids
+from simreduce.vector_files import VECTOR_SUFFIXES
 from simreduce.words import shown
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet")
@@ -26,9 +27,10 @@ def read_corpus(path: Path, column: str | None = None, id_column: str | None = N
         raise SimreduceError(f"data.path={str(path)!r} {found}: pass a file of texts ({', '.join(TEXT_SUFFIXES)}).")
     suffix = path.suffix.lower()
     if suffix not in TEXT_SUFFIXES:
+        vectors = " (a file of vectors is read by data=vectors)" if suffix in VECTOR_SUFFIXES else ""
         raise SimreduceError(
             f"data.path={str(path)!r} has the unsupported extension {path.suffix!r}: "
-            f"use one of {', '.join(TEXT_SUFFIXES)}."
+            f"use one of {', '.join(TEXT_SUFFIXES)}{vectors}."
         )
     if suffix == ".txt":
         texts, ids = _read_lines(path), None
