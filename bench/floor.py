@@ -33,6 +33,8 @@ def sweep_runs(experiment: str, sweep_id: str | None) -> pd.DataFrame:
         experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'", order_by=["start_time DESC"]
     )
     runs = runs[runs["tags.encoder"].notna()] if "tags.encoder" in runs else runs.iloc[:0]  # jobs, not summaries
+    if "tags.precision" in runs:  # the jobs' own (float32) runs, not their candidates at other precisions
+        runs = runs[runs["tags.precision"].fillna("float32") == "float32"]
     if runs.empty:
         raise SystemExit(f"no finished runs in experiment {experiment!r}: run a sweep first")
     sweep_id = sweep_id or runs["tags.sweep_id"].iloc[0]

@@ -44,7 +44,7 @@ def steps_per_dim(root: Path) -> dict[int, int]:
     return {
         int(r.data.params["encoder.dim"]): max(m.step for m in client.get_metric_history(r.info.run_id, "train/loss"))
         for r in runs
-        if r.data.tags["sweep_id"] == latest
+        if r.data.tags["sweep_id"] == latest and r.data.tags.get("precision", "float32") == "float32"  # trained runs
     }
 
 

@@ -10,6 +10,7 @@ from helpers.project import (
     CHARTS,
     artifact_paths,
     compose_config,
+    job_runs,
     run_python,
     store_uri,
     sweep_end_config,
@@ -23,6 +24,7 @@ from simreduce.cli import main
 from simreduce.hydra_callbacks import SelectSweepWinner
 from simreduce.job import FAILED_FILE, run_job
 from simreduce.tracking import TrackingStore
+from simreduce.tracking.registry import load_reducer
 
 SWEEP_CHARTS = {
     "plots/base_distributions.png",
@@ -60,8 +62,9 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     mlflow.set_tracking_uri(store_uri(tmp_path))
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
     summary = runs[runs["tags.mlflow.runName"].str.startswith("sweep-")]
-    jobs = runs[runs["tags.encoder"].notna()]
-    assert len(summary) == 1 and len(jobs) == 2
+    candidates = runs[runs["tags.encoder"].notna()]
+    jobs = job_runs(runs)
+    assert len(summary) == 1 and len(jobs) == 2 and len(candidates) == 4  # each job: float32, and int8 by default
     assert list(jobs.status) == ["FINISHED", "FINISHED"] and jobs["tags.sweep_id"].nunique() == 1
     assert jobs["metrics.fit/rmse"].notna().all()
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()  # the project's store, not one in the sweep dir
@@ -72,31 +75,43 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     assert SWEEP_CHARTS | {"selection/ranking.csv", "selection/ranking.md"} <= artifact_paths(summary_id)
     assert summary["tags.target_met"].iloc[0] == "false" and summary["tags.alias_moved"].iloc[0] == "false"
     ranking = mlflow.artifacts.load_text(f"runs:/{summary_id}/selection/ranking.csv")
-    assert "cosine-d0004" in ranking and "cosine-d0008" in ranking
-    for run_id in jobs.run_id:
+    for name in ("cosine-d0004", "cosine-d0008", "cosine-d0004-int8", "cosine-d0008-int8"):
+        assert name in ranking
+    # Each int8 candidate: a child of its job's run (not of the summary), scored as stored, a quarter the bytes.
+    int8 = candidates[candidates["tags.precision"] == "int8"].set_index("tags.mlflow.runName")
+    by_name = jobs.set_index("tags.mlflow.runName")
+    for dim in (4, 8):
+        child, job = int8.loc[f"cosine-d{dim:04d}-int8"], by_name.loc[f"cosine-d{dim:04d}"]
+        assert child["tags.mlflow.parentRunId"] == job.run_id and job["tags.precision"] == "float32"
+        assert (child["metrics.bytes_per_vector"], job["metrics.bytes_per_vector"]) == (dim, 4 * dim)
+        assert child["metrics.compression_ratio"] == HIDDEN * 4 / dim and child.status == "FINISHED"
+    for run_id in candidates.run_id:
         assert CHARTS <= artifact_paths(run_id)
     for metric in ("fit/spearman", "fit/knn_recall_at_10", "fit/trustworthiness_at_10", "bound_ey", "bytes_per_vector"):
-        assert jobs[f"metrics.{metric}"].notna().all()
-    assert (jobs["metrics.rmse_over_bound"] >= 1).all()  # the Eckart-Young floor is a floor
-    assert jobs["metrics.heldout/recall_at_10"].between(0, 1).all() and (jobs["metrics.fit/n_queries"] > 0).all()
-    assert jobs["tags.degenerate"].eq("false").all()
+        assert candidates[f"metrics.{metric}"].notna().all()
+    assert (candidates["metrics.rmse_over_bound"] >= 1).all()  # the Eckart-Young floor is a floor
+    assert candidates["metrics.heldout/recall_at_10"].between(0, 1).all()
+    assert (candidates["metrics.fit/n_queries"] > 0).all() and candidates["tags.degenerate"].eq("false").all()
 
-    # Re-decided on another target: the cheapest size within it wins, and takes the alias.
+    # Re-decided on another target: the cheapest candidate within it, d=8 stored as int8, wins and takes the alias.
     monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))
     main(["select", "--metric", "heldout/rmse", "--target", "0.2"])
     out = capsys.readouterr().out
-    assert "cosine d=8 wins: 32 bytes per vector (4x smaller than the 128-byte input), heldout/rmse" in out
-    assert "the next cheaper candidate, cosine d=4, reaches" in out and "moved to it (it reaches the target)" in out
+    assert "cosine d=8 int8 wins: 8 bytes per vector (16x smaller than the 128-byte input), heldout/rmse" in out
+    assert (
+        "the next cheaper candidate, cosine d=4 int8, reaches" in out and "moved to it (it reaches the target)" in out
+    )
 
-    # On demand, by the tolerance rule with a wide tolerance: the smaller size now wins, the same summary run is
-    # updated, and the alias moves (same data, within tolerance of the holder's score).
+    # On demand, by the tolerance rule with a wide tolerance: the smallest candidate now wins, the same summary run
+    # is updated, and the alias moves (same data, within tolerance of the holder's score).
     main(["select", "--experiment", "simreduce-tiny", "--tolerance", "1.0", "--target", "none"])
     out = capsys.readouterr().out
-    assert "cosine d=4 wins: the smallest size whose heldout rmse" in out
+    assert "cosine d=4 int8 wins: the smallest size whose heldout rmse" in out
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
     assert runs["tags.mlflow.runName"].str.startswith("sweep-").sum() == 1
     version = mlflow.MlflowClient().get_model_version_by_alias("simreduce-words-tiny", "winner")
-    assert version.tags["dim"] == "4" and "moved to it (its score" in out  # within tolerance 1.0 of d=8's
+    assert (version.tags["dim"], version.tags["precision"]) == ("4", "int8")
+    assert "moved to it (its score" in out  # within tolerance 1.0 of d=8's
 
     # Selected again by the strict rule, d=8 is registered, but the alias is not to move: it stays on d=4.
     main(["select", "--experiment", "simreduce-tiny", "--tolerance", "0", "--target", "none", "--register", "never"])
@@ -108,8 +123,13 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     np.save(tmp_path / "x.npy", vectors)
     main(["compress", "--model", model_uri, "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")])
     reduced = np.load(tmp_path / "y.npy")
-    assert reduced.shape == (7, 4) and reduced.dtype == np.float32
-    np.testing.assert_allclose(mlflow.pyfunc.load_model(model_uri).predict(vectors), reduced, rtol=1e-6)
+    assert reduced.shape == (7, 4) and reduced.dtype == np.int8  # the winner stores int8 codes
+    stored = load_reducer(TrackingStore.open(store_uri(tmp_path)), model_uri).stored
+    assert stored.name == "int8" and stored.starts.shape == (4,)
+    # The pyfunc model is the float32 map: quantised with the logged constants it gives the codes written (to a
+    # code where float32 kernels round a value across a step's edge).
+    quantised = stored.encode(mlflow.pyfunc.load_model(model_uri).predict(vectors))
+    assert np.abs(quantised.astype(int) - reduced.astype(int)).max() <= 1
 
     main(["compress", "--model", model_uri, "--input", str(words_file), "--output", str(tmp_path / "w.npy")])
     assert np.load(tmp_path / "w.npy").shape == (len(WORDS), 4)

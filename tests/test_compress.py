@@ -7,11 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from helpers.models import write_model_folder
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from simreduce import vector_files
 from simreduce.cli import main
-from simreduce.tracking.registry import LoggedReducer
+from simreduce.precision import StoredPrecision
+from simreduce.reducers.weights import STORED_PREFIX
+from simreduce.tracking.registry import WEIGHTS_PATH, LoggedReducer
 
 D = 6
 
@@ -162,3 +164,26 @@ def test_every_vector_format_compresses_to_row_numbered_parquet(model, tmp_path,
     np.testing.assert_allclose(
         np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), reduced_by(net, good_rows())
     )
+
+
+@pytest.mark.parametrize("precision", ["int8", "binary", "float16"])
+def test_a_model_stored_below_float32_writes_what_it_stores(project, tmp_path, capsys, precision):
+    """int8 codes (its constants in the weights file), packed sign bits, or float16, in .npy and in parquet."""
+    folder = tmp_path / "model"
+    net = write_model_folder(folder, tmp_path / "loader-ran", True, in_dim=D, dim=12, precision=precision)
+    tensors = load_file(str(folder / WEIGHTS_PATH))
+    constants = {name.removeprefix(STORED_PREFIX): t for name, t in tensors.items() if name.startswith(STORED_PREFIX)}
+    expected = StoredPrecision(precision, **constants).encode(reduced_by(net, good_rows()))
+    assert expected.dtype == {"int8": np.int8, "binary": np.uint8, "float16": np.float16}[precision]
+    np.save(tmp_path / "x.npy", good_rows())
+
+    compress(folder, tmp_path / "x.npy", tmp_path / "y.npy")
+    assert f"wrote 5 x 12 vectors as {precision} to" in capsys.readouterr().out
+    written = np.load(tmp_path / "y.npy")
+    assert written.dtype == expected.dtype and np.array_equal(written, expected)
+    assert written.shape == ((5, 2) if precision == "binary" else (5, 12))
+
+    compress(folder, tmp_path / "x.npy", tmp_path / "y.parquet")
+    out = pq.read_table(tmp_path / "y.parquet")
+    assert out.schema.field("embedding").type.value_type == pa.from_numpy_dtype(expected.dtype)
+    assert np.array_equal(np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), expected)

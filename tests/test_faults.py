@@ -86,7 +86,7 @@ def test_killed_sweep_resumes_without_redoing_finished_sizes(tmp_path, tiny_llam
     killed = start_and_wait_until_training(sweep("4,8"), tmp_path, "cosine-d0008")  # once size 4 has finished
     killed.kill()  # SIGKILL: no handler runs, the run is left RUNNING
     killed.wait(timeout=30)
-    assert list(store_runs(tmp_path).status) == ["FINISHED", "RUNNING"]  # no sweep summary: it never ended
+    assert list(job_runs(store_runs(tmp_path)).status) == ["FINISHED", "RUNNING"]  # no sweep summary: it never ended
 
     resumed = run_python(sweep("4,8"), tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:]

@@ -1,11 +1,12 @@
 import re
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from helpers.project import compose_config
 
 from simreduce.errors import SimreduceError
-from simreduce.plots import pareto_frontier
+from simreduce.plots import metrics_vs_dim, pareto_frontier, rate_distortion
 from simreduce.selection import (
     TABLE_COLUMNS,
     Target,
@@ -226,3 +227,56 @@ def test_a_target_on_a_metric_the_runs_did_not_log_names_the_ones_they_did():
 def test_the_pareto_frontier_keeps_what_nothing_cheaper_beats():
     frontier = pareto_frontier(pd.Series([64, 128, 128, 256]), pd.Series([0.5, 0.4, 0.8, 0.7]), True)
     assert list(frontier.bytes) == [64, 128] and list(frontier.quality) == [0.5, 0.8]
+
+
+def with_int8(table: pd.DataFrame, recalls: list[float]) -> pd.DataFrame:
+    """`table` (see `with_recall`) beside its int8 candidates, a quarter of the bytes, with these recalls."""
+    int8 = table.assign(
+        run_id=table.run_id + "-int8",
+        run_name=table.run_name + "-int8",
+        precision="int8",
+        bytes_per_vector=table.dim,
+        compression_ratio=4 * 384 / table.dim,
+        **{"heldout/recall_at_10": recalls},
+    )
+    return pd.concat([table.assign(precision="float32"), int8], ignore_index=True)
+
+
+def test_a_cheaper_int8_candidate_that_reaches_the_target_wins_and_a_degenerate_one_cannot():
+    table = with_recall(
+        runs(("cosine", 64, 0.06, False), ("cosine", 128, 0.03, False), ("svd", 16, 0.01, True)),
+        {("cosine", 64): 0.85, ("cosine", 128): 0.93, ("svd", 16): 0.99},
+    )
+    selection = select_winner(with_int8(table, [0.84, 0.92, 0.99]), TOLERANCE, RECALL_90)
+    assert (selection.winner.dim, selection.winner.precision, selection.winner.run) == (
+        128,
+        "int8",
+        "cosine-d0128-int8",
+    )
+    assert list(zip(selection.table.bytes, selection.table.precision, strict=True)) == [
+        (16, "int8"),
+        (64, "float32"),
+        (64, "int8"),
+        (128, "int8"),
+        (256, "float32"),
+        (512, "float32"),
+    ]
+    assert selection.reason == (
+        "cosine d=128 int8 wins: 128 bytes per vector (12x smaller than the 1,536-byte input), heldout/recall_at_10 "
+        "0.92 reaches 0.9; the next cheaper candidate, cosine d=64 int8, reaches 0.84."
+    )
+    assert "precision" in text_table(selection.table)
+    # The tolerance rule: of the candidates within tolerance of the best score, the fewest bytes per vector.
+    assert select_winner(with_int8(table, [0.84, 0.92, 0.99]), TOLERANCE).winner.run == "cosine-d0128-int8"
+
+
+def test_the_charts_draw_a_line_per_reducer_and_precision():
+    table = with_recall(
+        runs(("cosine", 64, 0.06, False), ("cosine", 128, 0.03, False), ("pca", 64, 0.08, False)),
+        {("cosine", 64): 0.85, ("cosine", 128): 0.93, ("pca", 64): 0.8},
+    )
+    ranked = select_winner(with_int8(table, [0.84, 0.92, 0.79]), TOLERANCE, RECALL_90).table
+    expected = {"cosine", "cosine int8", "pca", "pca int8"}
+    for fig in (rate_distortion(ranked, RECALL_90), metrics_vs_dim(ranked)):
+        assert expected <= {line.get_label() for line in fig.axes[0].get_lines()}
+        plt.close(fig)

@@ -33,3 +33,31 @@ def test_runs_of_a_sweep_whose_id_holds_quotes_are_found(project, sweep_id):
     assert list(found.run_id) == [run_id] and found["fit/rmse"].iloc[0] == 0.5 and found.dim.iloc[0] == 4
     assert find_finished_run(store, experiment_id, sweep_id, "abc").info.run_id == run_id
     assert failed_sweep_runs(store, sweep_id) == {}
+
+
+def test_a_child_candidate_is_never_taken_for_its_job_and_a_killed_jobs_children_are_left_out(project):
+    store = TrackingStore.create(store_uri(project))
+    experiment_id = store.experiment_id("simreduce-tiny")
+
+    def finished_run(name: str, status: str, parent: str | None = None, precision: str = "float32") -> str:
+        tags = {"sweep_id": "s", "encoder": "cosine", "config_hash": name[:12], "precision": precision}
+        tags |= {"mlflow.parentRunId": parent} if parent else {}
+        run_id = store.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        JobRun(store, run_id).log_params({"encoder.dim": 4})
+        JobRun(store, run_id).log_metrics({"fit/rmse": 0.5})
+        store.client.set_terminated(run_id, status)
+        return run_id
+
+    killed = finished_run("cosine-d0004", "KILLED")
+    finished_run("cosine-d0004-int8", "FINISHED", parent=killed, precision="int8")  # logged before the kill
+    assert find_finished_run(store, experiment_id, "s", "cosine-d0004") is None  # the job is to be redone
+    assert "cosine-d0004" in failed_sweep_runs(store, "s")
+    with pytest.raises(SimreduceError, match="has no finished runs"):
+        sweep_runs(store, "s")
+
+    redone = finished_run("cosine-d0004", "FINISHED")
+    child = finished_run("cosine-d0004-int8", "FINISHED", parent=redone, precision="int8")
+    assert find_finished_run(store, experiment_id, "s", "cosine-d0004").info.run_id == redone
+    assert failed_sweep_runs(store, "s") == {}
+    found = sweep_runs(store, "s").set_index("run_id")
+    assert found.precision.to_dict() == {redone: "float32", child: "int8"}

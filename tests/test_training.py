@@ -9,8 +9,10 @@ from helpers.project import (
     store_runs,
     tiny_overrides,
 )
+from mlflow.models import Model
 
 from simreduce.job import run_job
+from simreduce.tracking.registry import SPEC_KEY
 
 STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "p99"]
 
@@ -19,8 +21,8 @@ def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words
     cfg = compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true"])
     score = run_job(cfg)
     runs = store_runs(project)
-    assert len(runs) == 1
-    run = runs.iloc[0]
+    assert list(runs["tags.mlflow.runName"]) == ["cosine-d0008", "cosine-d0008-int8"]  # eval.precisions' default
+    run, int8 = runs.iloc[0], runs.iloc[1]
     assert run.status == "FINISHED"
     assert run["tags.mlflow.runName"] == "cosine-d0008"
     assert run["tags.encoder"] == "cosine" and run["tags.embedder"] == "tiny"
@@ -37,10 +39,23 @@ def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words
     history = mlflow.MlflowClient().get_metric_history(run.run_id, "train/loss")
     assert len(history) >= 2
     logged = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
-    assert len(logged) == 1 and logged[0].source_run_id == run.run_id
-    model_files = {p.name for p in Path(logged[0].artifact_location).rglob("*") if p.is_file()}
-    assert {"model.pt2", "weights.safetensors"} <= model_files  # torch.export for MLflow, tensors for compress
-    assert not {name for name in model_files if name.endswith((".pth", ".pt", ".pkl"))}
+    assert sorted(m.source_run_id for m in logged) == sorted([run.run_id, int8.run_id])  # a model per candidate
+    for model in logged:
+        model_files = {p.name for p in Path(model.artifact_location).rglob("*") if p.is_file()}
+        assert {"model.pt2", "weights.safetensors"} <= model_files  # torch.export for MLflow, tensors for compress
+        assert not {name for name in model_files if name.endswith((".pth", ".pt", ".pkl"))}
+
+    # The int8 candidate: a child of the training run, scored as stored, with its own charts and model.
+    assert int8["tags.mlflow.parentRunId"] == run.run_id and int8.status == "FINISHED"
+    assert (run["tags.precision"], int8["tags.precision"]) == ("float32", "int8")
+    assert int8["params.encoder.dim"] == "8" and int8["tags.config_hash"] == run["tags.config_hash"]
+    assert (run["metrics.bytes_per_vector"], int8["metrics.bytes_per_vector"]) == (32, 8)
+    assert int8["metrics.compression_ratio"] == 32 * 4 / 8
+    assert int8["metrics.heldout/rmse"] != run["metrics.heldout/rmse"]  # what is stored, not the float map
+    assert int8["metrics.heldout/rmse"] == pytest.approx(run["metrics.heldout/rmse"], rel=0.2)
+    assert CHARTS | {"diffs/fit.npy", "config.yaml"} <= artifact_paths(int8.run_id)
+    int8_model = next(m for m in logged if m.source_run_id == int8.run_id)
+    assert Model.load(int8_model.artifact_location).metadata[SPEC_KEY]["precision"] == "int8"
 
 
 # The README's promise: a seeded run repeats its metrics to this relative tolerance, not bit for bit (float32

@@ -1,10 +1,12 @@
 """A reducer's map as a layer spec and safetensors: what compress serves, rebuilt without running code."""
 
+import numpy as np
 import pytest
 import torch
 from helpers.reducers import build, fit_full_batch, low_rank_vectors
 
 from simreduce.errors import SimreduceError
+from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.weights import SPEC_FORMAT, layer_spec, rebuild, save_weights
 
@@ -20,8 +22,31 @@ def test_every_reducer_is_rebuilt_from_its_spec_and_tensors(tmp_path, name, over
         fit_full_batch(reducer, x, max_steps=3)
     (candidate,) = reducer.candidates()
     save_weights(candidate.net, tmp_path / "w.safetensors")
-    rebuilt = rebuild(layer_spec(candidate.net), tmp_path / "w.safetensors", "m")
-    assert torch.equal(apply_net(rebuilt, x), candidate.transform(x))
+    rebuilt, stored = rebuild(layer_spec(candidate.net), tmp_path / "w.safetensors", "m")
+    assert torch.equal(apply_net(rebuilt, x), candidate.transform(x)) and stored.name == "float32"
+
+
+@pytest.mark.parametrize("precision", ["float16", "int8", "binary"])
+def test_the_stored_precision_and_its_constants_travel_with_the_tensors(tmp_path, precision):
+    x = low_rank_vectors()
+    net = build("pca", x).net
+    stored = StoredPrecision.calibrated(precision, apply_net(net, x))
+    save_weights(net, tmp_path / "w.safetensors", stored)
+    rebuilt, served = rebuild(layer_spec(net, precision), tmp_path / "w.safetensors", "m")
+    assert served.name == precision
+    assert np.array_equal(served.encode(apply_net(rebuilt, x).numpy()), stored.encode(apply_net(net, x).numpy()))
+
+
+def test_a_spec_without_a_precision_is_float32_and_an_unknown_one_is_refused(tmp_path):
+    net = build("pca", low_rank_vectors()).net
+    save_weights(net, tmp_path / "w.safetensors")
+    spec = layer_spec(net)
+    del spec["precision"]  # logged before precisions
+    assert rebuild(spec, tmp_path / "w.safetensors", "m")[1].name == "float32"
+    with pytest.raises(SimreduceError, match="model 'm' stores its vectors as 'int4'"):
+        rebuild({**spec, "precision": "int4"}, tmp_path / "w.safetensors", "m")
+    with pytest.raises(SimreduceError, match="weights that do not match its layer spec"):
+        rebuild({**spec, "precision": "int8"}, tmp_path / "w.safetensors", "m")  # no calibration constants
 
 
 def test_a_map_that_is_not_a_build_mlp_stack_has_no_spec():

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compress",
         parents=[store],
         help="reduce a file of vectors, words or texts with a logged reducer",
-        description="Reduce vectors with a logged reducer and write them as float32 .npy, or .parquet with ids. "
+        description="Reduce vectors with a logged reducer and write them as the model stores them (float32, "
+        "float16, int8 codes or packed sign bits) in .npy, or .parquet with ids. "
         "A file of vectors streams through in chunks; words and texts are embedded as the reducer's run did.",
     )
     compress.add_argument("--model", required=True, help="e.g. models:/simreduce-words-minilm@winner")
@@ -82,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         type=Path,
-        help="[N, dim] float32 .npy, or .parquet with columns id (the --id-column or row numbers) and embedding",
+        help="[N, dim] .npy of the model's precision ([N, ceil(dim/8)] uint8 for binary), or .parquet with columns "
+        "id (the --id-column or row numbers) and embedding",
     )
     compress.add_argument(
         "--drop-bad-rows",
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             spec = VectorFileSpec(args.input, args.key, args.column, args.id_column)
             written = compress_file(store_uri, args.model, spec, args.output, args.drop_bad_rows)
             dropped = f" ({written.n_dropped} bad row(s) left out)" if written.n_dropped else ""
-            print(f"wrote {written.n_rows} x {written.dim} vectors to {args.output}{dropped}")
+            print(f"wrote {written.n_rows} x {written.dim} vectors as {written.precision} to {args.output}{dropped}")
             return
         from simreduce.selection import make_target
         from simreduce.sweep import summarise_sweep  # MLflow's import is deferred so that --help stays quick

@@ -37,6 +37,7 @@ class Written:
     n_rows: int
     dim: int
     n_dropped: int
+    precision: str
 
 
 def check_paths(input_path: Path, output_path: Path) -> None:
@@ -55,7 +56,8 @@ def compress_file(
     store_uri: str, model_uri: str, spec: VectorFileSpec, output_path: Path, drop_bad_rows: bool = False
 ) -> Written:
     """Reduce the vectors of `spec` (or its words or texts, embedded) with `model_uri` into `output_path`
-    ([N, dim] float32 `.npy`, or `.parquet` with columns `id` and `embedding`)."""
+    (`.npy`, or `.parquet` with columns `id` and `embedding`), as the model stores them: [N, dim] float32,
+    float16 or int8 codes, or [N, ceil(dim/8)] uint8 packed sign bits."""
     check_paths(spec.path, output_path)
     from simreduce.tracking import TrackingStore
     from simreduce.tracking.registry import load_reducer
@@ -72,8 +74,8 @@ def compress_file(
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(output_path) as tmp:
         write = write_parquet if output_path.suffix == ".parquet" else write_npy
-        write(tmp, reduced, n_rows - len(bad), reducer.dim)
-    return Written(n_rows - len(bad), reducer.dim, len(bad))
+        write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
+    return Written(n_rows - len(bad), reducer.dim, len(bad), reducer.stored.name)
 
 
 def holds_vectors(spec: VectorFileSpec) -> bool:
@@ -133,21 +135,23 @@ def check_rows(chunks: Chunks, path: Path, in_dim: int, model_uri: str) -> tuple
 
 
 def reduced_chunks(chunks: Chunks, reducer, bad: np.ndarray, n_rows: int) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """The reduced chunks without the bad rows, with their ids (row numbers when the input has none), and a
-    progress bar."""
+    """The reduced chunks, as stored, without the bad rows, with their ids (row numbers when the input has
+    none), and a progress bar."""
     start = 0
     with tqdm(total=n_rows, desc="compressing", unit="vec") as progress:
         for vectors, ids in chunks():
             rows = np.arange(start, start + len(vectors))
             keep = ~np.isin(rows, bad)
             names = ids if ids is not None else [str(r) for r in rows]
-            yield reducer.reduce(vectors[keep]).astype(np.float32), [n for n, k in zip(names, keep, strict=True) if k]
+            yield reducer.reduce(vectors[keep]), [n for n, k in zip(names, keep, strict=True) if k]
             start += len(vectors)
             progress.update(len(vectors))
 
 
-def write_npy(path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, dim: int) -> None:
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, dim))
+def write_npy(
+    path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, width: int, dtype: np.dtype
+) -> None:
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, width))
     row = 0
     for reduced, _ in chunks:
         out[row : row + len(reduced)] = reduced
@@ -155,13 +159,16 @@ def write_npy(path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows
     out.flush()
 
 
-def write_parquet(path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, dim: int) -> None:
-    """Columns `id` (string) and `embedding` (fixed-size list of `dim` float32), a row group per chunk."""
+def write_parquet(
+    path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, width: int, dtype: np.dtype
+) -> None:
+    """Columns `id` (string) and `embedding` (fixed-size list of `width` values of `dtype`: the stored
+    vector, for binary its packed bytes), a row group per chunk."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+    schema = pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.from_numpy_dtype(dtype), width))])
     with pq.ParquetWriter(path, schema) as writer:
         for reduced, ids in chunks:
-            embedding = pa.FixedSizeListArray.from_arrays(pa.array(reduced.reshape(-1)), dim)
+            embedding = pa.FixedSizeListArray.from_arrays(pa.array(reduced.reshape(-1)), width)
             writer.write_table(pa.table({"id": ids, "embedding": embedding}, schema=schema))

@@ -21,6 +21,7 @@ from simreduce.console import quiet_dependencies
 from simreduce.data import VectorDataModule, load_data
 from simreduce.errors import SimreduceError, StopRequested, find_user_error
 from simreduce.paths import project_root
+from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import Candidate, Reducer, is_positive_int, run_name
 from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
 
@@ -141,7 +142,8 @@ def hydra_verbose() -> bool:
 
 
 def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
-    """The job's MLflow run: fit the reducer, then score and log its candidate.
+    """The job's MLflow run: fit the reducer, then score and log its candidates, the float32 one in the job's
+    run and each other storage precision of `eval.precisions` in a child run (`cosine-d0064-int8`).
 
     A job whose config already has a FINISHED run in this sweep is skipped (`tracking.skip_finished`), so
     re-running a killed sweep with the same `hydra.sweep.dir` or `tracking.sweep_id` only does what is missing.
@@ -174,49 +176,69 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)  # a bad encoder setting fails before a run opens
     settings = instantiate(cfg.eval)
-    with runs.job_run(store, experiment_id, name, tags) as run:
-        # At or above the rank of the training set a reducer can reach zero fit loss trivially.
-        run.set_tag("degenerate", str(reducer.dim >= len(datamodule.train_idx)).lower())
-        run.log_config(cfg)
-        run.log_params(
-            {"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim, "n_fit_rows": len(datamodule.fit_idx)}
-        )
+    # At or above the rank of the training set a reducer can reach zero fit loss trivially.
+    tags["degenerate"] = str(reducer.dim >= len(datamodule.train_idx)).lower()
+    with runs.job_run(store, experiment_id, name, tags | {"precision": "float32"}) as run:
+        log_setup(run, cfg, datamodule)
         started = time.perf_counter()
         reducer.fit(datamodule.fit_vectors)
         raise_if_stop_requested()
         steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
-        (candidate,) = reducer.candidates()
-        metrics = log_candidate(run, candidate, datamodule, settings, cfg.tracking.log_model)
+        job_candidate, *stored_forms = reducer.candidates(settings.candidate_precisions)
+        metrics = log_candidate(run, job_candidate, datamodule, settings, cfg.tracking.log_model)
         run.log_metrics({"train_seconds": train_seconds})
+        scores = [f"score={run_score(metrics):.5f}"]
+        for candidate in stored_forms:  # children of the job's run, which stays MLflow's active run meanwhile
+            child_tags = tags | {"precision": candidate.precision}
+            with runs.job_run(store, experiment_id, candidate.run_name, child_tags, nested=True) as child:
+                log_setup(child, cfg, datamodule)
+                child_metrics = log_candidate(child, candidate, datamodule, settings, cfg.tracking.log_model)
+            scores.append(f"{candidate.precision} score={run_score(child_metrics):.5f}")
 
-    score = run_score(metrics)
     trained = f"{steps} steps in {train_seconds:.1f} s" if reducer.trains else f"fitted in {train_seconds:.1f} s"
-    log.info("%s: fit/rmse=%.5f score=%.5f (%s)", name, metrics["fit/rmse"], score, trained)
-    return score
+    log.info("%s: fit/rmse=%.5f %s (%s)", name, metrics["fit/rmse"], ", ".join(scores), trained)
+    return run_score(metrics)
+
+
+def log_setup(run, cfg: DictConfig, datamodule: VectorDataModule) -> None:
+    """What every run of a job holds, whichever candidate it scores: the config (its `encoder.dim` is what
+    selection reads, its `config.yaml` what compress embeds new words or texts with) and the data's sizes."""
+    run.log_config(cfg)
+    run.log_params(
+        {"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim, "n_fit_rows": len(datamodule.fit_idx)}
+    )
 
 
 def log_candidate(run, candidate: Candidate, datamodule: VectorDataModule, settings, log_model: bool) -> dict:
-    """Score `candidate` on every pair set and log its metrics, the study's three charts, the arrays the
-    sweep's charts are drawn from, and (`log_model`) its map as an MLflow model. Returns the metrics."""
+    """Score `candidate` as it would be stored (int8 calibrated on the rows a fit sees) on every pair set and
+    log its metrics, the study's three charts, the arrays the sweep's charts are drawn from, and (`log_model`)
+    its map and stored form as an MLflow model. Returns the metrics."""
     from simreduce import plots
     from simreduce.scoring import score_reduction
 
     reduced = candidate.transform(datamodule.vectors)
+    stored = StoredPrecision.calibrated(candidate.precision, reduced, datamodule.fit_idx)
     scores = score_reduction(
-        datamodule.vectors, reduced, datamodule.train_idx, datamodule.val_idx, settings, datamodule.fit_idx
+        datamodule.vectors,
+        stored.comparable(reduced),
+        datamodule.train_idx,
+        datamodule.val_idx,
+        settings,
+        datamodule.fit_idx,
+        bytes_per_vector=stored.bytes_per_vector(candidate.dim),
     )
     raise_if_stop_requested()
     run.log_metrics(scores.metrics)
     fit = scores.pairs["fit"]
-    label = f"{candidate.kind} | {candidate.dim:04d}"
+    label = plots.candidate_label(candidate.kind, candidate.dim, candidate.precision)
     run.log_figures(
         plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
     )
     run.log_array(fit.diff, "diffs/fit.npy")
     run.log_array(fit.original, "similarities/fit_original.npy")
     if log_model:
-        run.log_model(candidate.net, datamodule.vectors[:8])
+        run.log_model(candidate.net, stored, datamodule.vectors[:8])
     return scores.metrics
 
 

@@ -5,6 +5,7 @@ The study's charts take similarities keyed by a label (one entry for a single ru
 a Figure; saving and logging are the caller's job.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import matplotlib
@@ -94,6 +95,18 @@ def study_charts(
     return {"base_distributions.png": base, "difference_distribution.png": difference, "base_and_difference.png": both}
 
 
+def candidate_label(kind: str, dim: int, precision: str) -> str:
+    """`cosine | 0064` in the study's charts, `cosine | 0064 int8` for a candidate stored at another precision."""
+    label = f"{kind} | {dim:04d}"
+    return label if precision == "float32" else f"{label} {precision}"
+
+
+def candidate_lines(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """A selection table's rows grouped into one chart line per reducer and storage precision: (label, rows)."""
+    for (kind, precision), rows in table.groupby(["encoder", "precision"], sort=True):
+        yield (kind if precision == "float32" else f"{kind} {precision}"), rows
+
+
 METRIC_PANELS = {  # table column -> (panel title, log scale)
     "score": ("rmse of the differences", True),
     "abs_diff_mean": ("|mean| of the differences", True),
@@ -108,7 +121,8 @@ METRIC_PANELS = {  # table column -> (panel title, log scale)
 
 def metrics_vs_dim(table: pd.DataFrame) -> Figure:
     """A sweep's selection table (see `selection.run_table`) -> one panel per metric against `dim`, one line
-    per encoder kind; the rmse panel also draws the Eckart-Young bound that no embedding of that size can beat."""
+    per reducer and precision; the rmse panel also draws the Eckart-Young bound that no embedding of that size
+    can beat."""
     data = table.assign(
         abs_diff_mean=table.diff_mean.abs(),
         diff_std=np.sqrt(table.diff_var),
@@ -116,8 +130,8 @@ def metrics_vs_dim(table: pd.DataFrame) -> Figure:
     ).sort_values("dim")
     fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
     for ax, (column, (title, log_scale)) in zip(axes.flat, METRIC_PANELS.items(), strict=True):
-        for kind, runs in data.groupby("encoder"):
-            ax.plot(runs.dim, runs[column], marker="o", label=kind)
+        for label, runs in candidate_lines(data):
+            ax.plot(runs.dim, runs[column], marker="o", label=label)
         if column == "score":
             floor = data.groupby("dim").bound_rmse.first()
             ax.plot(floor.index, floor.values, "k--", linewidth=1, label="Eckart-Young bound (√bound_ey, loose)")
@@ -152,14 +166,14 @@ RATE_PANELS = {  # table column -> (title, higher is better, the logged metric's
 
 def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
     """A sweep's selection table -> bytes per vector (log 2) against recall@10 and rmse on its scored pairs:
-    one line per reducer, the Pareto frontier, the target's line on its panel, the winner starred, and the
+    one line per reducer and precision, the Pareto frontier, the target's line on its panel, the winner starred, and the
     uncompressed input (float32) as a reference point."""
     winner = table[table.winner == "*"]
     input_bytes = table.input_bytes.dropna()
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
     for ax, (column, (title, higher_is_better, metric)) in zip(axes, RATE_PANELS.items(), strict=True):
-        for kind, runs in table.sort_values("bytes").groupby("encoder"):
-            ax.plot(runs.bytes, runs[column], marker="o", label=kind)
+        for label, runs in candidate_lines(table.sort_values("bytes")):
+            ax.plot(runs.bytes, runs[column], marker="o", label=label)
         frontier = pareto_frontier(table.bytes, table[column], higher_is_better)
         ax.step(frontier.bytes, frontier.quality, where="post", color="k", alpha=0.3, linewidth=4, label="Pareto")
         ax.plot(winner.bytes, winner[column], "*", color="gold", markersize=18, markeredgecolor="k", label="winner")

@@ -19,20 +19,23 @@ from simreduce.evaluation import (
     retrieval_recall,
     similarity_spearman,
 )
+from simreduce.precision import PRECISIONS, check_precisions
 from simreduce.reducers.base import is_positive_int
 
-FLOAT32_BYTES = 4  # a reduced vector is stored as float32 today
+INPUT_BYTES = 4  # an input value, float32: what `compression_ratio` compares a stored vector with
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Config group `eval`: how many rows are scored exactly, and on how many rows neighbours are compared."""
+    """Config group `eval`: how many rows are scored exactly, on how many rows neighbours are compared, and at
+    which storage precisions each trained reducer is scored (float32 always: it is the training run's own)."""
 
     max_exact_n: int = 8192
     n_sampled_pairs: int = 1_000_000
     max_neighbour_words: int = 2048
     recall_k: Sequence[int] = (10,)
     max_queries: int = 1000
+    precisions: Sequence[str] = ("float32", "int8")
     seed: int = 0
 
     def __post_init__(self):
@@ -45,6 +48,13 @@ class EvalSettings:
             raise SimreduceError(f"eval.max_queries={self.max_queries} must be at least 1.")
         if not self.recall_k or not all(is_positive_int(k) for k in self.recall_k):
             raise SimreduceError(f"eval.recall_k={list(self.recall_k)} must list positive integers, e.g. [10].")
+        check_precisions(self.precisions)
+
+    @property
+    def candidate_precisions(self) -> list[str]:
+        """float32 first (the training run's candidate), then the others asked for, each once, in
+        PRECISIONS order."""
+        return [p for p in PRECISIONS if p == "float32" or p in self.precisions]
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,11 @@ def score_reduction(
     val_idx: torch.Tensor,
     settings: EvalSettings,
     fit_idx: torch.Tensor | None = None,
+    *,
+    bytes_per_vector: int,
 ) -> Scores:
-    """[N, D] vectors and their [N, dim] reduction -> the candidate's metrics, and the pairs they came from.
+    """[N, D] vectors and their [N, dim] reduction (as stored: see `precision.StoredPrecision.comparable`),
+    stored in `bytes_per_vector` -> the candidate's metrics, and the pairs they came from.
 
     Neighbour metrics of `fit` are among the training rows, those of `heldout` among the validation rows
     alone; each on at most `max_neighbour_words` of them (a seeded sample, its size logged). The reference
@@ -87,8 +100,8 @@ def score_reduction(
     metrics |= {
         "bound_ey": bound,
         "pca_explained_variance": pca_explained_variance(fit_vectors, dim),
-        "compression_ratio": vectors.shape[1] / dim,
-        "bytes_per_vector": dim * FLOAT32_BYTES,
+        "compression_ratio": vectors.shape[1] * INPUT_BYTES / bytes_per_vector,
+        "bytes_per_vector": bytes_per_vector,
         "n_train_words": len(train_idx),
     }
     if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with

@@ -1,5 +1,8 @@
 """Pick a sweep's winner: the cheapest candidate that reaches the user's target, or the study's rule.
 
+A candidate is one run: a reducer at one dim, its vectors stored at one precision (`precision`: float32,
+float16, int8, binary), costing `bytes_per_vector`.
+
 With a `Target` (`select.metric`, `select.target`): the winner is the candidate with the fewest bytes per
 vector whose metric reaches the target (>=, or <= for error-like metrics such as rmse); ties go to the better
 metric, then the smaller dim. When none reaches it, the best by the metric is named (and registered with
@@ -7,8 +10,9 @@ metric, then the smaller dim. When none reaches it, the best by the metric is na
 
 Without one (`select.target: null`), the study's rule made exact: a run's score is the RMSE of its differences
 (`sqrt(mean^2 + var)`: centred on 0 and narrow), on `heldout` pairs when it has any, else on `fit` pairs.
-`best` is the lowest score; the winner is the smallest `dim` whose score is within `tolerance` of it (ties:
-the lower score, then the encoder's name).
+`best` is the lowest score; the winner is the smallest candidate (fewest bytes per vector: the smallest `dim`
+at one precision) whose score is within `tolerance` of it (ties: the lower score, then the smaller dim, then
+the encoder's name).
 
 Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
 trivially) are ranked but cannot win, unless every run is degenerate.
@@ -32,6 +36,7 @@ TABLE_COLUMNS = [
     "run",
     "encoder",
     "dim",
+    "precision",
     "bytes",
     "pairs",
     "diff_mean",
@@ -86,9 +91,11 @@ def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with columns `run_id, run_name, encoder, dim, degenerate` and metrics under their logged names
-    (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, ...) -> the unranked table, each row on its scored pairs."""
+    """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing) and
+    metrics under their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, ...) ->
+    the unranked table, each row on its scored pairs."""
     scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
+    stored_bytes = _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"])  # runs logged before it: float32
 
     def on_scored_pairs(stat: str) -> pd.Series:
         return _metric(runs, f"heldout/{stat}").where(scored == "heldout", _metric(runs, f"fit/{stat}"))
@@ -98,7 +105,8 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "run": runs["run_name"],
             "encoder": runs["encoder"],
             "dim": runs["dim"].astype(int),
-            "bytes": _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"]).astype(int),
+            "precision": runs["precision"] if "precision" in runs else "float32",
+            "bytes": stored_bytes.astype(int),
             "pairs": scored,
             "diff_mean": on_scored_pairs("diff_mean"),
             "diff_var": on_scored_pairs("diff_var"),
@@ -110,13 +118,15 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "degenerate": runs["degenerate"].astype(bool),
             "score": on_scored_pairs("rmse"),
             "run_id": runs["run_id"],
-            "input_bytes": (4.0 * runs["dim"] * _metric(runs, "compression_ratio")).round(),
+            "input_bytes": (stored_bytes * _metric(runs, "compression_ratio")).round(),
         }
     )
 
 
 def _label(row: pd.Series) -> str:
-    return f"{row.encoder} d={row.dim}"
+    """`cosine d=64`, named like its run: `cosine d=64 int8` when stored at another precision than float32."""
+    label = f"{row.encoder} d={row.dim}"
+    return label if row.precision == "float32" else f"{label} {row.precision}"
 
 
 def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> str:
@@ -202,13 +212,13 @@ def select_winner(runs: pd.DataFrame, tolerance: float, target: Target | None = 
         raise SimreduceError("the sweep has no finished run with an rmse to compare: nothing to select.")
     if target is not None:
         return _select_by_target(runs, table, target)
-    table = table.sort_values(["score", "dim", "encoder"], na_position="last", ignore_index=True)
+    table = table.sort_values(["score", "bytes", "encoder", "precision"], na_position="last", ignore_index=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     scored = table[table.score.notna()]
     eligible = scored[~scored.degenerate] if not scored.degenerate.all() else scored
     best = eligible.iloc[0]
     near_best = eligible[eligible.score <= best.score * (1 + tolerance)]
-    winner = near_best.sort_values(["dim", "score", "encoder"]).iloc[0]
+    winner = near_best.sort_values(["bytes", "score", "dim", "encoder"]).iloc[0]
     table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
     return Selection(table, table.loc[winner.name], _reason(winner, best, eligible, table, tolerance))
 
@@ -221,15 +231,17 @@ def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -
     metric = target.metric
     table[metric] = runs[metric].astype(float).to_numpy()
     better_first = target.lower_is_better
-    table = table.sort_values(["bytes", metric, "dim", "encoder"], ascending=[True, better_first, True, True])
+    table = table.sort_values(
+        ["bytes", metric, "dim", "encoder", "precision"], ascending=[True, better_first, True, True, True]
+    )
     table = table.reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     scored = table[table[metric].notna()]
     eligible = scored[~scored.degenerate] if not scored.degenerate.all() else scored
     reaching = eligible[target.reached(eligible[metric])]
     met = not reaching.empty
-    pool = reaching if met else eligible.sort_values(metric, ascending=better_first)
-    winner = pool.iloc[0]  # reaching is in bytes order: the cheapest; else the best by the metric
+    pool = reaching if met else eligible.sort_values(metric, ascending=better_first, kind="stable")
+    winner = pool.iloc[0]  # reaching is in bytes order: the cheapest; else the best by the metric (ties: cheaper)
     table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
     cheaper = eligible[eligible.bytes < winner.bytes]
     return Selection(table, table.loc[winner.name], _target_reason(winner, cheaper, eligible, target, met), met)

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from simreduce import plots
+from simreduce.scoring import INPUT_BYTES
 from simreduce.selection import (
     Selection,
     Target,
@@ -61,8 +62,8 @@ class SweepSummary:
 
 def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figure]:
     """The study's three charts with every run of the table overlaid, from each run's `diffs/fit.npy`."""
-    by_dim = table.sort_values(["dim", "encoder"])
-    labels = [f"{row.encoder} | {row.dim:04d}" for row in by_dim.itertuples()]
+    by_dim = table.sort_values(["dim", "encoder", "bytes"], ascending=[True, True, False])
+    labels = [plots.candidate_label(row.encoder, row.dim, row.precision) for row in by_dim.itertuples()]
     if len(set(labels)) < len(labels):  # e.g. a sweep over seeds: tell the runs apart
         labels = [f"{label} ({run_id[:6]})" for label, run_id in zip(labels, by_dim.run_id, strict=True)]
     run_ids = dict(zip(labels, by_dim.run_id, strict=True))
@@ -70,7 +71,7 @@ def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figur
     first = by_dim.iloc[0]
     original = load_run_array(store, first.run_id, "similarities/fit_original.npy")
     reduced = {label: original - diff for label, diff in diffs.items()}
-    in_dim = round(first.compression_ratio * first.dim)
+    in_dim = round(first.input_bytes / INPUT_BYTES)
     return plots.study_charts(original, f"original {in_dim}", reduced, diffs)
 
 
@@ -85,7 +86,7 @@ def summarise_experiment(
     """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
     skipped some sizes (no run was opened for them)."""
     selection = select_winner(runs, tolerance, target)
-    table = selection.table.merge(runs[["run_id", "compression_ratio"]], on="run_id")
+    table = selection.table
     winner = selection.winner
     experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
     failed = failed_sweep_runs(store, sweep_id, [experiment_id])
@@ -119,7 +120,7 @@ def summarise_experiment(
             "best_score": float(np.nanmin(selection.table.score)),
             "n_runs": float(len(selection.table)),
         },
-        child_run_ids=list(runs.run_id),
+        child_run_ids=list(runs.run_id[runs.precision == "float32"]),  # the others stay under their job's run
     )
     raise_if_stop_requested()  # a stop during selection registers nothing
     winner_row = runs.loc[runs.run_id == winner.run_id].iloc[0]
@@ -127,6 +128,7 @@ def summarise_experiment(
         "sweep_id": sweep_id,
         "encoder": winner.encoder,
         "dim": str(winner.dim),
+        "precision": winner.precision,
         "data_id": winner_row.data_id,
         "score": repr(float(winner.score)),
     } | target_tags

@@ -5,15 +5,21 @@ from pathlib import Path
 import torch
 import yaml
 
-from simreduce.reducers.base import build_mlp
+from simreduce.precision import StoredPrecision
+from simreduce.reducers.base import apply_net, build_mlp
 from simreduce.reducers.weights import layer_spec, save_weights
 from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_PATH
 
 
-def write_model_folder(folder: Path, marker: Path, simreduce_parts: bool, in_dim: int = 6) -> torch.nn.Module:
+def write_model_folder(
+    folder: Path, marker: Path, simreduce_parts: bool, in_dim: int = 6, dim: int = 2, precision: str = "float32"
+) -> torch.nn.Module:
     """An MLflow model folder whose pyfunc loader is code that leaves `marker` when it runs; with
-    `simreduce_parts`, it also holds a reducer's layer spec and weights the way simreduce logs them."""
-    net = build_mlp(in_dim, [], 2)
+    `simreduce_parts`, it also holds a reducer's layer spec and weights the way simreduce logs them, its
+    output stored at `precision` (int8 calibrated on 32 seeded rows)."""
+    net = build_mlp(in_dim, [], dim)
+    rows = torch.randn(32, in_dim, generator=torch.Generator().manual_seed(0))
+    stored = StoredPrecision.calibrated(precision, apply_net(net, rows))
     (folder / "code").mkdir(parents=True)
     (folder / "code" / "evil_loader.py").write_text(
         f"open({str(marker)!r}, 'w').close()\n\n"
@@ -23,8 +29,8 @@ def write_model_folder(folder: Path, marker: Path, simreduce_parts: bool, in_dim
     mlmodel = {"flavors": {"python_function": {"loader_module": "evil_loader", "code": "code"}}}
     if simreduce_parts:
         (folder / "extra_files").mkdir()
-        save_weights(net, folder / WEIGHTS_PATH)
+        save_weights(net, folder / WEIGHTS_PATH, stored)
         mlmodel["flavors"]["pytorch"] = {"extra_files": [{"path": WEIGHTS_PATH}]}
-        mlmodel["metadata"] = {SPEC_KEY: layer_spec(net)}
+        mlmodel["metadata"] = {SPEC_KEY: layer_spec(net, precision)}
     (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
     return net

@@ -19,8 +19,8 @@ from simreduce.errors import SimreduceError
 @dataclass(frozen=True)
 class Candidate:
     """What selection ranks and compress serves: one map [N, D] -> [N, dim] a reducer yields, stored at one
-    precision. A reducer yields one today; a nested encoder (one per prefix) or several storage precisions
-    will yield more, each scored and logged as its own run."""
+    precision (see `simreduce.precision`). A reducer yields one per storage precision asked for (a nested
+    encoder will yield one per prefix too), each scored and logged as its own run."""
 
     kind: str
     dim: int
@@ -29,7 +29,9 @@ class Candidate:
 
     @property
     def run_name(self) -> str:
-        return run_name(self.kind, self.dim)
+        """`cosine-d0064` at float32 (the training run's own name), `cosine-d0064-int8` otherwise."""
+        name = run_name(self.kind, self.dim)
+        return name if self.precision == "float32" else f"{name}-{self.precision}"
 
     def transform(self, vectors: torch.Tensor) -> torch.Tensor:
         return apply_net(self.net, vectors)
@@ -80,9 +82,9 @@ class Reducer:
     def transform(self, vectors: torch.Tensor) -> torch.Tensor:
         return apply_net(self.net, vectors)
 
-    def candidates(self) -> list[Candidate]:
-        """What this fitted reducer offers to selection: its map at its own dim, stored as float32."""
-        return [Candidate(self.kind, self.dim, self.net)]
+    def candidates(self, precisions: Sequence[str] = ("float32",)) -> list[Candidate]:
+        """What this fitted reducer offers to selection: its map at its own dim, stored at each of `precisions`."""
+        return [Candidate(self.kind, self.dim, self.net, precision) for precision in precisions]
 
 
 def check_size(dim: int) -> None:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from simreduce.errors import SimreduceError
+from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.weights import rebuild
 from simreduce.tracking.store import TrackingStore, quoted
@@ -99,15 +100,23 @@ def alias_holder(store: TrackingStore, name: str) -> dict[str, str] | None:
 
 @dataclass(frozen=True)
 class LoggedReducer:
-    """A reducer rebuilt from its logged layer spec and tensors: [N, in_dim] float32 -> [N, dim]."""
+    """A reducer rebuilt from its logged layer spec and tensors: [N, in_dim] float32 -> [N, dim] as stored at
+    its precision (`stored`): float32, float16, int8 codes, or [N, ceil(dim/8)] uint8 packed sign bits."""
 
     net: nn.Module
+    stored: StoredPrecision
     in_dim: int
     dim: int
     run_id: str
 
+    @property
+    def width(self) -> int:
+        """Values per stored vector."""
+        return self.stored.stored_width(self.dim)
+
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
-        return apply_net(self.net, torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))).numpy()
+        reduced = apply_net(self.net, torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)))
+        return self.stored.encode(reduced.numpy())
 
 
 def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
@@ -129,8 +138,8 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
             f"model {model_uri!r} was not logged by simreduce (its MLmodel has no simreduce layer spec and "
             "weights): compress serves only simreduce reducers and never runs a model's own loader or code."
         )
-    net = rebuild(spec, folder / weights, model_uri)
-    return LoggedReducer(net, int(spec["in_dim"]), int(spec["dim"]), model.run_id)
+    net, stored = rebuild(spec, folder / weights, model_uri)
+    return LoggedReducer(net, stored, int(spec["in_dim"]), int(spec["dim"]), model.run_id)
 
 
 def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:

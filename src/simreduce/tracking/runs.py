@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
 from simreduce.errors import StopRequested
+from simreduce.precision import StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
 from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_FILE
 from simreduce.tracking.store import TrackingStore
@@ -114,10 +115,12 @@ class JobRun:
             np.save(path, array)
             self.store.client.log_artifact(self.run_id, str(path), str(Path(artifact_path).parent))
 
-    def log_model(self, module: torch.nn.Module, example: torch.Tensor) -> None:
+    def log_model(self, module: torch.nn.Module, stored: StoredPrecision, example: torch.Tensor) -> None:
         """The reducer as an MLflow PyTorch model, exported (pt2, no pickle) with signature and input example,
-        for any MLflow user; and, for `simreduce compress`, its layer spec (the model's `simreduce` metadata)
-        and tensors (`extra_files/weights.safetensors`), which rebuild it without running any code."""
+        for any MLflow user (its float32 map, whatever the candidate's precision); and, for `simreduce
+        compress`, its layer spec with the stored precision (the model's `simreduce` metadata) and tensors with
+        the precision's calibration constants (`extra_files/weights.safetensors`), which rebuild it without
+        running any code."""
         from mlflow.models import infer_signature
 
         module = module.cpu().eval()
@@ -126,7 +129,7 @@ class JobRun:
             signature = infer_signature(example.numpy(), module(example).numpy())
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / WEIGHTS_FILE
-            save_weights(module, weights)
+            save_weights(module, weights, stored)
             pytorch_flavour().log_model(
                 module,
                 name="model",
@@ -135,7 +138,7 @@ class JobRun:
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 serialization_format="pt2",
                 extra_files=[str(weights)],
-                metadata={SPEC_KEY: layer_spec(module)},
+                metadata={SPEC_KEY: layer_spec(module, stored.name)},
             )
 
     def lightning_logger(self):
@@ -146,12 +149,14 @@ class JobRun:
 
 
 @contextlib.contextmanager
-def job_run(store: TrackingStore, experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[JobRun]:
+def job_run(
+    store: TrackingStore, experiment_id: str, run_name: str, tags: dict[str, str], nested: bool = False
+) -> Iterator[JobRun]:
     """A run that ends FINISHED, FAILED with the error as tag `error` when the body raises, or KILLED when a
     stop signal or Ctrl-C ends it. It is MLflow's active run meanwhile, for the calls that only exist in
-    fluent form (`log_model`)."""
+    fluent form (`log_model`); `nested`: a child of the active run (MLflow's tag `mlflow.parentRunId`)."""
     store.activate()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested) as run:
         try:
             yield JobRun(store, run.info.run_id)
         except BaseException as e:

@@ -55,23 +55,40 @@ def close_stale_runs(store: TrackingStore, experiment_id: str, sweep_id: str) ->
 
 
 def find_finished_run(store: TrackingStore, experiment_id: str, sweep_id: str, cfg_hash: str) -> Run | None:
+    """The FINISHED job run of this config in this sweep, if any: never one of its candidates' child runs,
+    which a job killed after logging them leaves FINISHED under an unfinished job run."""
     runs = store.client.search_runs(
         [experiment_id],
         f"tags.sweep_id = {quoted(sweep_id)} and tags.config_hash = {quoted(cfg_hash)} "
         "and attributes.status = 'FINISHED'",
-        max_results=1,
+        max_results=MAX_RUNS,
     )
-    return runs[0] if runs else None
+    return next((run for run in runs if is_job_run(run)), None)
+
+
+def precision_of(run: Run) -> str:
+    """The storage precision of a run's candidate: runs logged before precisions are float32."""
+    return run.data.tags.get("precision", "float32")
+
+
+def is_job_run(run: Run) -> bool:
+    """Whether `run` is a job's own run (its float32 candidate), not a child run of another precision."""
+    return precision_of(run) == "float32"
 
 
 def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[str] | None = None) -> dict[str, str]:
-    """Run name -> error of the sweep's runs that ended FAILED or KILLED and were not redone since
-    (a later FINISHED run of the same config, from a resumed sweep, supersedes them)."""
-    runs = store.client.search_runs(
-        experiment_ids or store.all_experiment_ids(),
-        f"tags.sweep_id = {quoted(sweep_id)} and attributes.status != 'RUNNING'",
-        max_results=MAX_RUNS,
-    )
+    """Run name -> error of the sweep's job runs that ended FAILED or KILLED and were not redone since (a
+    later FINISHED job run of the same config, from a resumed sweep, supersedes them). A child run's failure is
+    its job's, named once, by the job run."""
+    runs = [
+        run
+        for run in store.client.search_runs(
+            experiment_ids or store.all_experiment_ids(),
+            f"tags.sweep_id = {quoted(sweep_id)} and attributes.status != 'RUNNING'",
+            max_results=MAX_RUNS,
+        )
+        if is_job_run(run)
+    ]
     redone = {run.data.tags.get("config_hash") for run in runs if run.info.status == "FINISHED"}
     return {
         run.info.run_name: run.data.tags.get("error", run.info.status)
@@ -93,22 +110,26 @@ def _latest_sweep_id(store: TrackingStore, experiment_ids: list[str]) -> str:
 
 
 def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: str | None = None) -> pd.DataFrame:
-    """The finished job runs of a sweep (default: the latest one), in one experiment or in all.
+    """The finished candidates of a sweep (default: the latest one), in one experiment or in all: its job runs
+    and their children at other storage precisions (only those of a finished job run: a killed job's children
+    are left out, so a resumed sweep does not list them twice).
 
     One row per run: `run_id, run_name, experiment_id, sweep_id, embedder, source, data_name, data_id, encoder,
-    dim, degenerate`, and every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
+    dim, precision, degenerate`, and every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
     """
     experiment_ids = [store.existing_experiment_id(experiment)] if experiment else store.all_experiment_ids()
     sweep_id = sweep_id or _latest_sweep_id(store, experiment_ids)
-    runs = [
+    finished = [
         run
         for run in store.client.search_runs(
             experiment_ids,
             f"attributes.status = 'FINISHED' AND tags.sweep_id = {quoted(sweep_id)}",
             max_results=MAX_RUNS,
         )
-        if "encoder" in run.data.tags  # job runs, not a summary run
+        if "encoder" in run.data.tags  # candidates, not a summary run
     ]
+    job_run_ids = {run.info.run_id for run in finished if is_job_run(run)}
+    runs = [run for run in finished if is_job_run(run) or run.data.tags.get("mlflow.parentRunId") in job_run_ids]
     if not runs:
         raise SimreduceError(f"sweep {sweep_id!r} has no finished runs in {experiment or 'any experiment'}.")
     rows = [
@@ -123,6 +144,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "data_id": run.data.tags.get("data_id", ""),
             "encoder": run.data.tags["encoder"],
             "dim": int(run.data.params["encoder.dim"]),
+            "precision": precision_of(run),
             "degenerate": run.data.tags.get("degenerate", "false") == "true",
             **run.data.metrics,
         }

@@ -1,0 +1,84 @@
+"""Storage precisions: int8 is sentence-transformers' calibrated recipe, binary its packed sign bits, and what a
+candidate is scored on is what a search over the stored vectors computes."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sentence_transformers.util.quantization import quantize_embeddings
+
+from simreduce.errors import SimreduceError
+from simreduce.precision import PRECISIONS, StoredPrecision
+from simreduce.scoring import EvalSettings
+
+N, DIM = 60, 13  # 13 bits: binary pads its second byte
+TRAIN = torch.arange(40)  # the rows int8 is calibrated on; the other 20 may fall outside their ranges
+
+
+def reduced_rows() -> torch.Tensor:
+    """[N, DIM] reduced vectors of unequal ranges per dimension, one of them constant (a zero range)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, DIM, generator=g) * torch.linspace(2.0, 0.1, DIM) + 0.3
+    x[:, 5] = 0.7
+    return x
+
+
+def cosines(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    unit = F.normalize(torch.as_tensor(x).double(), dim=1)
+    return unit @ unit.T
+
+
+def test_int8_codes_are_sentence_transformers_codes_calibrated_on_the_training_rows():
+    x = reduced_rows()
+    codes = StoredPrecision.calibrated("int8", x, TRAIN).encode(x.numpy())
+    expected = quantize_embeddings(x.numpy(), precision="int8", calibration_embeddings=x[TRAIN].numpy())
+    assert codes.dtype == np.int8 and np.array_equal(codes, expected)
+    assert (codes[:, 5] == -128).all()  # a constant dimension: a step of 1 from its one value
+
+
+def test_int8_codes_and_constants_reproduce_the_similarities_the_candidate_is_scored_on():
+    x = reduced_rows()
+    stored = StoredPrecision.calibrated("int8", x, TRAIN)
+    codes = stored.encode(x.numpy())
+    dequantised = (codes.astype(np.float64) + 128) * stored.steps + stored.starts  # what a reader of the codes does
+    torch.testing.assert_close(cosines(stored.comparable(x)), cosines(dequantised), rtol=1e-6, atol=1e-6)
+    below = x[TRAIN].numpy() - dequantised[TRAIN.numpy()]  # a training value lies in its code's step
+    assert (below >= -1e-6).all() and (below <= stored.steps + 1e-6).all()
+
+
+def test_binary_packs_the_sign_bits_and_compares_by_hamming_distance():
+    x = reduced_rows()
+    stored = StoredPrecision.calibrated("binary", x, TRAIN)
+    packed = stored.encode(x.numpy())
+    assert packed.dtype == np.uint8 and packed.shape == (N, 2)
+    assert np.array_equal(packed, quantize_embeddings(x.numpy(), precision="ubinary"))
+    assert np.array_equal(np.unpackbits(packed, axis=1, count=DIM).astype(bool), x.numpy() > 0)  # round trip
+    hamming = np.unpackbits(packed[:, None, :] ^ packed[None, :, :], axis=-1).sum(axis=-1).astype(np.int64)  # pad: 0
+    torch.testing.assert_close(cosines(stored.comparable(x)), torch.from_numpy((DIM - 2 * hamming) / DIM))
+
+
+def test_float16_is_a_cast_and_float32_the_vectors_themselves():
+    x = reduced_rows()
+    assert torch.equal(StoredPrecision.calibrated("float16", x).comparable(x), x.half().float())
+    assert StoredPrecision.calibrated("float32", x).comparable(x) is x
+
+
+@pytest.mark.parametrize(("name", "expected"), [("float32", 52), ("float16", 26), ("int8", 13), ("binary", 2)])
+def test_bytes_per_vector_are_what_a_stored_vector_holds(name, expected):
+    x = reduced_rows()
+    stored = StoredPrecision.calibrated(name, x, TRAIN)
+    assert stored.bytes_per_vector(DIM) == expected == stored.encode(x.numpy())[0].nbytes
+
+
+def test_an_unknown_precision_is_refused_in_one_line_naming_the_known_ones():
+    with pytest.raises(SimreduceError) as refused:
+        EvalSettings(precisions=["float32", "int4"])
+    message = str(refused.value)
+    assert "'int4'" in message and all(name in message for name in PRECISIONS) and "\n" not in message
+    with pytest.raises(SimreduceError, match="must be a list"):
+        EvalSettings(precisions="int8")
+
+
+def test_float32_is_always_a_candidate_and_each_precision_comes_once():
+    assert EvalSettings(precisions=["int8", "binary", "int8"]).candidate_precisions == ["float32", "int8", "binary"]
+    assert EvalSettings(precisions=[]).candidate_precisions == ["float32"]
