@@ -5,6 +5,7 @@ The corpus: `--corpus FILE` (one text a line), else the prose sentences of the V
 machine (/usr/share/vim/vim*/doc/*.txt): real English sentences, no network needed.
 
     python bench/real_texts.py [--corpus FILE] [--n 6000] [--dims 16,32,64,128,256]
+    python bench/real_texts.py --reducers cosine --precisions float32,float16,int8,binary
 """
 
 import argparse
@@ -42,7 +43,7 @@ def manual_sentences(limit: int) -> list[str]:
     return list(dict.fromkeys(sentences))[:limit]
 
 
-def run(corpus: Path | None, n: int, dims: str) -> None:
+def run(corpus: Path | None, n: int, dims: str, reducers: str, precisions: str) -> None:
     with tempfile.TemporaryDirectory(prefix="simreduce-real-texts-") as tmp:
         root = Path(tmp)
         if corpus is None:
@@ -51,8 +52,8 @@ def run(corpus: Path | None, n: int, dims: str) -> None:
         n_texts = len(corpus.read_text().splitlines())
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "train.py", "-m", "data=texts", f"data.path={corpus}", f"encoder={','.join(REDUCERS)}",
-             f"encoder.dim={dims}", "select.register=never"],
+            [sys.executable, "train.py", "-m", "data=texts", f"data.path={corpus}", f"encoder={reducers}",
+             f"encoder.dim={dims}", f"eval.precisions=[{precisions}]", "select.register=never"],
             cwd=PROJECT_ROOT, env={**os.environ, "SIMREDUCE_ROOT": str(root)}, capture_output=True, text=True,
         )  # fmt: skip
         wall = time.perf_counter() - started
@@ -83,5 +84,7 @@ if __name__ == "__main__":
     parser.add_argument("--corpus", type=Path, help="one text a line (default: the Vim manual's sentences)")
     parser.add_argument("--n", type=int, default=6000, help="texts taken from the default corpus")
     parser.add_argument("--dims", default="16,32,64,128,256")
+    parser.add_argument("--reducers", default=",".join(REDUCERS))
+    parser.add_argument("--precisions", default="float32,int8", help="eval.precisions of the sweep")
     args = parser.parse_args()
-    run(args.corpus, args.n, args.dims)
+    run(args.corpus, args.n, args.dims, args.reducers, args.precisions)
