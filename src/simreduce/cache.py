@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
+from simreduce.vector_files import bad_rows
 from simreduce.words import shown
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,8 @@ def content_hash(vectors: torch.Tensor) -> str:
 
 def check_vectors(vectors: torch.Tensor, words: list[str]) -> None:
     """Reject vectors that would turn every cosine similarity involving them into NaN."""
-    norms = vectors.norm(dim=1)
-    bad = (~torch.isfinite(vectors).all(dim=1)) | (norms == 0)
-    if bad.any():
-        named = [words[i] for i in bad.nonzero().flatten().tolist()]
+    if len(bad := bad_rows(vectors.numpy())):
+        named = [words[i] for i in bad.tolist()]
         raise SimreduceError(
             f"{len(named)} word vector(s) are NaN/inf or all zero, for {shown(named)}: "
             "remove these words or pick another embedder layer."
