@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
+from simreduce.input_files import check_is_file
 from simreduce.paths import default_paths
 from simreduce.sources import TextSource, Vectors, WordSource
 from simreduce.vector_files import (
@@ -41,9 +42,7 @@ class Written:
 
 
 def check_paths(input_path: Path, output_path: Path) -> None:
-    if not input_path.is_file():
-        what = "is a directory" if input_path.is_dir() else "does not exist"
-        raise SimreduceError(f"--input {str(input_path)!r} {what}: pass a file of vectors, words or texts.")
+    check_is_file(input_path, "--input ", "pass a file of vectors, words or texts.")
     if output_path.suffix not in OUTPUT_SUFFIXES or output_path.is_dir():
         raise SimreduceError(
             f"--output {str(output_path)!r} is not a .npy or .parquet file path: pass e.g. reduced.npy."

@@ -19,7 +19,7 @@ import torch
 from simreduce.cache import VectorCache
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
-from simreduce.rows import check_unique_ids
+from simreduce.rows import check_enough_rows, check_unique_ids
 from simreduce.texts import Corpus, read_corpus
 from simreduce.vector_files import VectorFileSpec, VectorTable, bad_rows, bad_rows_message, open_vector_file
 from simreduce.words import load_words
@@ -127,8 +127,7 @@ class VectorFileSource:
             log.warning(bad_rows_message(where, len(bad), named, "left out (data.drop_bad_rows=true)"))
             kept = np.setdiff1d(np.arange(len(ids)), bad)
             ids, vectors = [ids[i] for i in kept], vectors[kept]
-            if len(ids) < 2:
-                raise SimreduceError(f"data.path={str(self.spec.path)!r} keeps {len(ids)} vector(s): no pairs.")
+            check_enough_rows(len(ids), self.spec.path)
         return Vectors(ids, torch.from_numpy(vectors))  # a copy-on-write mapping: a write never reaches the file
 
 
@@ -156,6 +155,7 @@ class TextSource:
         self.max_length = max_length
         self.cache = VectorCache(cache_dir)
         self._corpus: Corpus | None = None
+        self._key: dict[str, str] | None = None
 
     def corpus(self) -> Corpus:
         if self._corpus is None:
@@ -166,8 +166,12 @@ class TextSource:
         return self.corpus().ids
 
     def cache_key(self) -> dict[str, str]:
-        texts_sha256 = hashlib.sha256(json.dumps(self.corpus().texts).encode()).hexdigest()
-        return {**self.embedder.cache_key(), **self.embedder.text_pooling_key(self.max_length), "texts": texts_sha256}
+        """Asked for by the cache and by the data's identity: the corpus is hashed once."""
+        if self._key is None:
+            texts_sha256 = hashlib.sha256(json.dumps(self.corpus().texts).encode()).hexdigest()
+            pooling = self.embedder.text_pooling_key(self.max_length)
+            self._key = {**self.embedder.cache_key(), **pooling, "texts": texts_sha256}
+        return self._key
 
     def load(self) -> Vectors:
         corpus = self.corpus()

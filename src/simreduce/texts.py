@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simreduce.errors import SimreduceError
+from simreduce.input_files import check_is_file, check_suffix
 from simreduce.rows import check_enough_rows, check_unique_ids
 from simreduce.vector_files import VECTOR_SUFFIXES
 from simreduce.words import shown
@@ -22,17 +23,10 @@ class Corpus:
 
 def read_corpus(path: Path, column: str | None = None, id_column: str | None = None) -> Corpus:
     """The file's texts and ids; an empty text, a missing column or a repeated id is one line naming it."""
-    if not path.is_file():
-        found = "is a directory" if path.is_dir() else "does not exist"
-        raise SimreduceError(f"data.path={str(path)!r} {found}: pass a file of texts ({', '.join(TEXT_SUFFIXES)}).")
-    suffix = path.suffix.lower()
-    if suffix not in TEXT_SUFFIXES:
-        vectors = " (a file of vectors is read by data=vectors)" if suffix in VECTOR_SUFFIXES else ""
-        raise SimreduceError(
-            f"data.path={str(path)!r} has the unsupported extension {path.suffix!r}: "
-            f"use one of {', '.join(TEXT_SUFFIXES)}{vectors}."
-        )
-    if suffix == ".txt":
+    check_is_file(path, "data.path=", f"pass a file of texts ({', '.join(TEXT_SUFFIXES)}).")
+    vectors = path.suffix.lower() in VECTOR_SUFFIXES
+    check_suffix(path, TEXT_SUFFIXES, " (a file of vectors is read by data=vectors)" if vectors else "")
+    if path.suffix.lower() == ".txt":
         texts, ids = _read_lines(path), None
     else:
         texts, ids = _read_table_columns(path, column, id_column)

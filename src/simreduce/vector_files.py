@@ -17,6 +17,7 @@ import numpy as np
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
+from simreduce.input_files import check_is_file, check_suffix
 from simreduce.rows import check_enough_rows
 from simreduce.words import shown
 
@@ -59,16 +60,10 @@ class VectorFileSpec:
         }
 
 
-def check_vector_path(path: Path, what: str = "data.path") -> None:
+def check_vector_path(path: Path) -> None:
     """An existing file with a supported extension, or one line saying what to pass."""
-    if not path.is_file():
-        found = "is a directory" if path.is_dir() else "does not exist"
-        raise SimreduceError(f"{what}={str(path)!r} {found}: pass a file of vectors ({', '.join(VECTOR_SUFFIXES)}).")
-    if path.suffix.lower() not in VECTOR_SUFFIXES:
-        raise SimreduceError(
-            f"{what}={str(path)!r} has the unsupported extension {path.suffix!r}: "
-            f"use one of {', '.join(VECTOR_SUFFIXES)}."
-        )
+    check_is_file(path, "data.path=", f"pass a file of vectors ({', '.join(VECTOR_SUFFIXES)}).")
+    check_suffix(path, VECTOR_SUFFIXES)
 
 
 def open_vector_file(spec: VectorFileSpec, convert_dir: Path) -> VectorTable:

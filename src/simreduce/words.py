@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 
 from simreduce.errors import SimreduceError
+from simreduce.input_files import check_is_file
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,7 @@ def read_words_file(path: str | Path) -> list[str]:
             "English words."
         )
     path = Path(path).expanduser()
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise SimreduceError(f"words file {str(path)!r} {what}: pass data.words_file=<a text file, one word a line>.")
+    check_is_file(path, "words file ", "pass data.words_file=<a text file, one word a line>.")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
