@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "id (the --id-column or row numbers) and embedding",
     )
     compress.add_argument(
+        "--dim",
+        type=int,
+        help="a nested model's prefix to keep, e.g. 64 (default: all its outputs)",
+    )
+    compress.add_argument(
         "--drop-bad-rows",
         action="store_true",
         help="leave rows that are NaN/inf or all zero out of the output (default: refuse such input)",
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             from simreduce.vector_files import VectorFileSpec
 
             spec = VectorFileSpec(args.input, args.key, args.column, args.id_column)
-            written = compress_file(store_uri, args.model, spec, args.output, args.drop_bad_rows)
+            written = compress_file(store_uri, args.model, spec, args.output, args.drop_bad_rows, args.dim)
             dropped = f" ({written.n_dropped} bad row(s) left out)" if written.n_dropped else ""
             print(f"wrote {written.n_rows} x {written.dim} vectors as {written.precision} to {args.output}{dropped}")
             return

@@ -52,11 +52,17 @@ def check_paths(input_path: Path, output_path: Path) -> None:
 
 
 def compress_file(
-    store_uri: str, model_uri: str, spec: VectorFileSpec, output_path: Path, drop_bad_rows: bool = False
+    store_uri: str,
+    model_uri: str,
+    spec: VectorFileSpec,
+    output_path: Path,
+    drop_bad_rows: bool = False,
+    dim: int | None = None,
 ) -> Written:
-    """Reduce the vectors of `spec` (or its words or texts, embedded) with `model_uri` into `output_path`
-    (`.npy`, or `.parquet` with columns `id` and `embedding`), as the model stores them: [N, dim] float32,
-    float16 or int8 codes, or [N, ceil(dim/8)] uint8 packed sign bits."""
+    """Reduce the vectors of `spec` (or its words or texts, embedded) with `model_uri` (cut to its prefix `dim`
+    when given: a nested model's) into `output_path` (`.npy`, or `.parquet` with columns `id` and `embedding`),
+    as the model stores them: [N, dim] float32, float16 or int8 codes, or [N, ceil(dim/8)] uint8 packed sign
+    bits."""
     check_paths(spec.path, output_path)
     from simreduce.tracking import TrackingStore
     from simreduce.tracking.registry import load_reducer
@@ -64,6 +70,8 @@ def compress_file(
     # A model folder needs no store (unless its words or texts are to be embedded with its run's config).
     store = TrackingStore(store_uri) if Path(model_uri).is_dir() else TrackingStore.open(store_uri)
     reducer = load_reducer(store, model_uri)
+    if dim is not None:
+        reducer = reducer.prefix(dim, model_uri)
     chunks = vector_chunks(spec) if holds_vectors(spec) else embedded_chunks(store, reducer.run_id, spec)
     n_rows, bad, named = check_rows(chunks, spec.path, reducer.in_dim, model_uri)
     if len(bad) and not drop_bad_rows:

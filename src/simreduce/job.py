@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from simreduce.console import quiet_dependencies
 from simreduce.data import VectorDataModule, load_data
@@ -150,6 +150,7 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     """
     from simreduce.selection import run_score
     from simreduce.tracking import TrackingStore, runs, sweeps  # MLflow: only once the vectors are there
+    from simreduce.tracking.sweeps import JOB_RUN_TAG
 
     store = TrackingStore.create(cfg.tracking.uri)
     experiment_id = store.experiment_id(cfg.tracking.experiment)
@@ -178,32 +179,38 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     settings = instantiate(cfg.eval)
     # At or above the rank of the training set a reducer can reach zero fit loss trivially.
     tags["degenerate"] = str(reducer.dim >= len(datamodule.train_idx)).lower()
-    with runs.job_run(store, experiment_id, name, tags | {"precision": "float32"}) as run:
-        log_setup(run, cfg, datamodule)
+    with runs.job_run(store, experiment_id, name, tags | {"precision": "float32", JOB_RUN_TAG: "true"}) as run:
         started = time.perf_counter()
         reducer.fit(datamodule.fit_vectors)
         raise_if_stop_requested()
         steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
-        job_candidate, *stored_forms = reducer.candidates(settings.candidate_precisions)
+        job_candidate, *others = reducer.candidates(settings.candidate_precisions)
+        log_setup(run, cfg, job_candidate, datamodule)
         metrics = log_candidate(run, job_candidate, datamodule, settings, cfg.tracking.log_model)
         run.log_metrics({"train_seconds": train_seconds})
         scores = [f"score={run_score(metrics):.5f}"]
-        for candidate in stored_forms:  # children of the job's run, which stays MLflow's active run meanwhile
-            child_tags = tags | {"precision": candidate.precision}
+        for candidate in others:  # children of the job's run, which stays MLflow's active run meanwhile
+            child_tags = tags | {"precision": candidate.precision, JOB_RUN_TAG: "false"}
             with runs.job_run(store, experiment_id, candidate.run_name, child_tags, nested=True) as child:
-                log_setup(child, cfg, datamodule)
+                log_setup(child, cfg, candidate, datamodule)
                 child_metrics = log_candidate(child, candidate, datamodule, settings, cfg.tracking.log_model)
-            scores.append(f"{candidate.precision} score={run_score(child_metrics):.5f}")
+            label = candidate.run_name.removeprefix(f"{name}-").removeprefix(f"{kind}-")  # int8, d0016, d0016-int8
+            scores.append(f"{label} score={run_score(child_metrics):.5f}")
 
     trained = f"{steps} steps in {train_seconds:.1f} s" if reducer.trains else f"fitted in {train_seconds:.1f} s"
     log.info("%s: fit/rmse=%.5f %s (%s)", name, metrics["fit/rmse"], ", ".join(scores), trained)
     return run_score(metrics)
 
 
-def log_setup(run, cfg: DictConfig, datamodule: VectorDataModule) -> None:
+def log_setup(run, cfg: DictConfig, candidate: Candidate, datamodule: VectorDataModule) -> None:
     """What every run of a job holds, whichever candidate it scores: the config (its `encoder.dim` is what
-    selection reads, its `config.yaml` what compress embeds new words or texts with) and the data's sizes."""
+    selection reads: the candidate's size, a nested encoder's prefix; its `config.yaml` what compress embeds new
+    words or texts with) and the data's sizes."""
+    if candidate.dim != cfg.encoder.dim:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.encoder.dim = candidate.dim
     run.log_config(cfg)
     run.log_params(
         {"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim, "n_fit_rows": len(datamodule.fit_idx)}
@@ -238,7 +245,7 @@ def log_candidate(run, candidate: Candidate, datamodule: VectorDataModule, setti
     run.log_array(fit.diff, "diffs/fit.npy")
     run.log_array(fit.original, "similarities/fit_original.npy")
     if log_model:
-        run.log_model(candidate.net, stored, datamodule.vectors[:8])
+        run.log_model(candidate.net, stored, datamodule.vectors[:8], candidate.prefix_dims)
     return scores.metrics
 
 

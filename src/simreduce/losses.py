@@ -1,5 +1,7 @@
 """The one training objective: keep every pairwise cosine similarity as it was."""
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -13,12 +15,24 @@ def pairwise_cosine(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Ten
     return xn @ yn.T
 
 
-def cosine_similarity_loss(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
-    """Mean over pairs i<j of (S(original) - S(reduced))^2; the diagonal (always 1) is left out."""
+def similarity_mse(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs i<j of (original - reduced)^2, for two [N, N] similarity matrices with a diagonal of 1."""
     n = original.shape[0]
     if n < 2:
         raise ValueError(f"a batch of {n} vector(s) has no pairs")
-    diff = pairwise_cosine(original) - pairwise_cosine(reduced)
+    diff = original - reduced
     # The matrix is symmetric with a zero diagonal, so the full sum is twice the sum over i<j.
     off_diagonal = diff.square().sum() - diff.diagonal().square().sum()
     return off_diagonal / (n * (n - 1))
+
+
+def cosine_similarity_loss(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs i<j of (S(original) - S(reduced))^2; the diagonal (always 1) is left out."""
+    return similarity_mse(pairwise_cosine(original), pairwise_cosine(reduced))
+
+
+def prefix_cosine_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """[len(dims)]: `cosine_similarity_loss(original, reduced[:, :d])` for each prefix width d of the [N, dim]
+    `reduced`, with the original's similarities computed once."""
+    target = pairwise_cosine(original)
+    return torch.stack([similarity_mse(target, pairwise_cosine(reduced[:, :d])) for d in dims])

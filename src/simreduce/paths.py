@@ -1,11 +1,12 @@
 """Where the project's run-time folders live: anchored at the project root, never at Hydra's output dir.
 
-The config reads the root through the resolver `${simreduce.root:}` (registered, with `${simreduce.stem:}`, when
-this module is imported; `simreduce/__init__.py` does so), and every folder under it is an interpolation in
-`conf/paths/default.yaml`.
+The config reads the root through the resolver `${simreduce.root:}` (registered, with `${simreduce.stem:}` and
+`${simreduce.largest:}`, when this module is imported; `simreduce/__init__.py` does so), and every folder under it
+is an interpolation in `conf/paths/default.yaml`.
 """
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +29,14 @@ def project_root() -> Path:
 OmegaConf.register_new_resolver("simreduce.root", lambda: str(project_root()), replace=True)
 # A file's name without folder or extension, to name a source's experiment: `${simreduce.stem:${.path}}`.
 OmegaConf.register_new_resolver("simreduce.stem", lambda path: Path(str(path)).stem, replace=True)
+# The largest of a list of sizes, a nested encoder's width: `dim: ${simreduce.largest:${.dims}}`. Anything but
+# positive ints is passed over here, for the encoder to name in its own error.
+OmegaConf.register_new_resolver("simreduce.largest", lambda sizes: largest_size(sizes), replace=True)
+
+
+def largest_size(sizes: object) -> int | None:
+    numbers = [s for s in sizes if isinstance(s, int) and s > 0] if isinstance(sizes, Sequence) else []
+    return max(numbers, default=None)
 
 
 def default_paths() -> DictConfig:

@@ -94,6 +94,13 @@ class StoredPrecision:
             return reduced  # stored as they are: no copy of a large reduction
         return torch.from_numpy(self.decode(self.encode(reduced.numpy()), reduced.shape[1]))
 
+    def prefix(self, dim: int) -> "StoredPrecision":
+        """The stored form of the first `dim` values of each vector (a nested map's prefix): int8's per-dimension
+        constants cut to them, which are exactly what calibrating the prefix would give."""
+        if self.starts is None:
+            return self
+        return StoredPrecision(self.name, self.starts[:dim], self.steps[:dim])
+
     def constants(self) -> dict[str, torch.Tensor]:
         """The calibration constants under their names in the model's weights file (none but int8's)."""
         if self.starts is None:

@@ -264,7 +264,8 @@ def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFr
     largest = int(eligible.dim.max())
     in_dim = round(winner.input_bytes / 4) if winner.input_bytes > 0 else 0
     if 2 * largest < in_dim:
-        next_step = f"try a larger size, e.g. encoder.dim={2 * largest}"
+        setting = "a last prefix of encoder.dims of " if winner.encoder == "nested" else "encoder.dim="
+        next_step = f"try a larger size, e.g. {setting}{2 * largest}"
     else:
         next_step = f"no size below the {in_dim}-d input is left to try: lower select.target or keep the input"
     return (

@@ -120,7 +120,7 @@ def summarise_experiment(
             "best_score": float(np.nanmin(selection.table.score)),
             "n_runs": float(len(selection.table)),
         },
-        child_run_ids=list(runs.run_id[runs.precision == "float32"]),  # the others stay under their job's run
+        child_run_ids=list(runs.run_id[runs.job_run]),  # candidates' child runs stay under their job's run
     )
     raise_if_stop_requested()  # a stop during selection registers nothing
     winner_row = runs.loc[runs.run_id == winner.run_id].iloc[0]

@@ -70,10 +70,9 @@ def store_runs(root: Path, experiment: str = "simreduce-tiny") -> pd.DataFrame:
 
 
 def job_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The sweep's jobs, without its `sweep-<id>` summary run or their candidates' child runs at other storage
-    precisions (`cosine-d0004-int8`)."""
-    precision = runs["tags.precision"].fillna("float32") if "tags.precision" in runs else "float32"
-    return runs[~runs["tags.mlflow.runName"].str.startswith("sweep-") & (precision == "float32")]
+    """The sweep's jobs, without its `sweep-<id>` summary run or their candidates' child runs (other storage
+    precisions, `cosine-d0004-int8`; other prefixes of a nested encoder, `nested-d0004`)."""
+    return runs[~runs["tags.mlflow.runName"].str.startswith("sweep-") & (runs["tags.job_run"] == "true")]
 
 
 def artifact_paths(run_id: str, folder: str | None = None) -> set[str]:

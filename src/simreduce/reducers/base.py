@@ -20,12 +20,14 @@ from simreduce.errors import SimreduceError
 class Candidate:
     """What selection ranks and compress serves: one map [N, D] -> [N, dim] a reducer yields, stored at one
     precision (see `simreduce.precision`). A reducer yields one per storage precision asked for (a nested
-    encoder will yield one per prefix too), each scored and logged as its own run."""
+    encoder one per prefix too), each scored and logged as its own run. `prefix_dims`: the sizes up to `dim`
+    whose prefix of the map's output is itself a reduction (a nested encoder's), empty for any other map."""
 
     kind: str
     dim: int
     net: nn.Module
     precision: str = "float32"
+    prefix_dims: tuple[int, ...] = ()
 
     @property
     def run_name(self) -> str:

@@ -94,6 +94,8 @@ class CosineEncoder(TrainedReducer):
         self.net = build_mlp(in_dim, list(hidden), dim)
         self.optimizer_name = optimizer
         self.loss_scale = 1.0
+        # The objective weighs `loss_terms` (one term here; a nested encoder has one per prefix).
+        self.register_buffer("term_weights", torch.ones(1), persistent=False)
 
     def fit(self, train_vectors: torch.Tensor) -> "CosineEncoder":
         """Pick the optimiser; start a single linear layer from the `svd` baseline (the PCA of the cosine
@@ -110,9 +112,12 @@ class CosineEncoder(TrainedReducer):
                 log.info("dim %d is not below the %d training words: random init", self.dim, n_train)
         parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(found, n_train)))
         with torch.no_grad():
-            sample = train_vectors[: self.hparams.batch_size]  # a mini-batch's loss sets the scale as well
-            self.loss_scale = self.loss(sample).item() or 1.0  # a perfect start has nothing to scale
+            self.calibrate_loss(train_vectors[: self.hparams.batch_size])  # a mini-batch's loss sets the scale as well
         return self
+
+    def calibrate_loss(self, sample: torch.Tensor) -> None:
+        """Set `loss_scale`, the loss of `sample` at the start, which the optimiser's loss is divided by."""
+        self.loss_scale = self.loss(sample).item() or 1.0  # a perfect start has nothing to scale
 
     def pick_optimizer(self, n_train: int) -> str:
         """`optimizer`, with `auto` resolved: lbfgs when the `n_train` training words fit one batch, else adam."""
@@ -129,8 +134,26 @@ class CosineEncoder(TrainedReducer):
             )
         return self.hparams.optimizer
 
+    def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
+        """[T] the losses the objective weighs by `term_weights`: here the one loss of the output."""
+        return cosine_similarity_loss(batch, self(batch)).reshape(1)
+
+    def term_names(self) -> list[str]:
+        """The metric names of the terms, logged beside `loss` when there is more than one."""
+        return ["loss"]
+
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        return cosine_similarity_loss(batch, self(batch))
+        return self.loss_terms(batch) @ self.term_weights
+
+    def log_losses(self, stage: str, terms: torch.Tensor, loss: torch.Tensor | float) -> None:
+        """`<stage>/loss` (on the progress bar) and, for several terms, each of them."""
+        self.log(f"{stage}/loss", loss, prog_bar=True)
+        if len(terms) > 1:
+            self.log_dict({f"{stage}/{name}": term for name, term in zip(self.term_names(), terms, strict=True)})
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        terms = self.loss_terms(batch)
+        self.log_losses("val", terms, terms @ self.term_weights)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -144,17 +167,20 @@ class CosineEncoder(TrainedReducer):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
+        evaluated: list[torch.Tensor] = []  # the terms at each evaluation; L-BFGS's first is at the step's start
 
         def closure() -> torch.Tensor:
             # L-BFGS's curvature test (y.s > 1e-10) is absolute and the loss at dim 256 is ~1e-6, so the
             # optimiser sees the loss relative to where training started (Adam does not mind the scale).
             optimizer.zero_grad()
-            scaled = self.loss(batch) / self.loss_scale
+            terms = self.loss_terms(batch)
+            evaluated.append(terms.detach())
+            scaled = terms @ self.term_weights / self.loss_scale
             self.manual_backward(scaled)
             return scaled
 
         loss = optimizer.step(closure=closure).item() * self.loss_scale
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_losses("train", evaluated[0], loss)
         if self.optimizer_name == "adam":
             self.log("train/lr", optimizer.param_groups[0]["lr"])
             self.lr_schedulers().step()

@@ -3,7 +3,7 @@ vectors are stored at and that precision's calibration constants (int8's `starts
 compress` rebuilds the map and the stored form from these numbers alone, so serving a logged reducer never
 runs code, unpickles, or imports the graph machinery of `torch.export`."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -18,9 +18,10 @@ SPEC_FORMAT = "simreduce.mlp/1"  # `build_mlp`'s layout; a new layout gets a new
 STORED_PREFIX = "stored."  # the stored precision's constants in the weights file, beside the map's tensors
 
 
-def layer_spec(net: nn.Module, precision: str = "float32") -> dict:
-    """What `rebuild` needs besides the tensors: the widths of the `build_mlp` stack `net` is, and the
-    precision its output is stored at (a spec without one, logged before precisions, is float32)."""
+def layer_spec(net: nn.Module, precision: str = "float32", prefix_dims: Sequence[int] = ()) -> dict:
+    """What `rebuild` needs besides the tensors: the widths of the `build_mlp` stack `net` is, the precision
+    its output is stored at (a spec without one, logged before precisions, is float32), and the sizes whose
+    prefix of its output is itself a reduction (a nested encoder's; empty for any other map)."""
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     spec = {
         "format": SPEC_FORMAT,
@@ -29,6 +30,7 @@ def layer_spec(net: nn.Module, precision: str = "float32") -> dict:
         "dim": linears[-1].out_features,
         "out_bias": linears[-1].bias is not None,
         "precision": precision,
+        "prefix_dims": list(prefix_dims),
     }
     rebuilt = build_mlp(spec["in_dim"], spec["hidden"], spec["dim"], spec["out_bias"])
     if not isinstance(net, nn.Sequential) or [type(m) for m in net] != [type(m) for m in rebuilt]:

@@ -16,6 +16,7 @@ from torch import nn
 from simreduce.errors import SimreduceError
 from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import apply_net
+from simreduce.reducers.nested import prefix_map
 from simreduce.reducers.weights import rebuild
 from simreduce.tracking.store import TrackingStore, quoted
 
@@ -108,6 +109,24 @@ class LoggedReducer:
     in_dim: int
     dim: int
     run_id: str
+    prefix_dims: tuple[int, ...] = ()  # a nested model's sizes up to `dim`
+
+    def prefix(self, dim: int, source: str) -> "LoggedReducer":
+        """This reducer cut to its first `dim` outputs, one of a nested model's prefixes; refused in one line
+        naming `source` (the model the user gave) for any other size or model."""
+        if not self.prefix_dims:
+            raise SimreduceError(
+                f"--dim {dim}: model {source!r} is not nested (its {self.dim} outputs are one reduction): drop "
+                "--dim, or train one with encoder=nested."
+            )
+        if dim not in self.prefix_dims:
+            raise SimreduceError(
+                f"--dim {dim} is not a prefix of model {source!r}: pick one of {', '.join(map(str, self.prefix_dims))}."
+            )
+        prefixes = tuple(d for d in self.prefix_dims if d <= dim)
+        return LoggedReducer(
+            prefix_map(self.net, dim), self.stored.prefix(dim), self.in_dim, dim, self.run_id, prefixes
+        )
 
     @property
     def width(self) -> int:
@@ -139,7 +158,8 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
             "weights): compress serves only simreduce reducers and never runs a model's own loader or code."
         )
     net, stored = rebuild(spec, folder / weights, model_uri)
-    return LoggedReducer(net, stored, int(spec["in_dim"]), int(spec["dim"]), model.run_id)
+    prefixes = tuple(int(d) for d in spec.get("prefix_dims", ()))  # none in a spec logged before nested encoders
+    return LoggedReducer(net, stored, int(spec["in_dim"]), int(spec["dim"]), model.run_id, prefixes)
 
 
 def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:

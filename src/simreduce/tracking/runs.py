@@ -115,7 +115,9 @@ class JobRun:
             np.save(path, array)
             self.store.client.log_artifact(self.run_id, str(path), str(Path(artifact_path).parent))
 
-    def log_model(self, module: torch.nn.Module, stored: StoredPrecision, example: torch.Tensor) -> None:
+    def log_model(
+        self, module: torch.nn.Module, stored: StoredPrecision, example: torch.Tensor, prefix_dims: tuple[int, ...] = ()
+    ) -> None:
         """The reducer as an MLflow PyTorch model, exported (pt2, no pickle) with signature and input example,
         for any MLflow user (its float32 map, whatever the candidate's precision); and, for `simreduce
         compress`, its layer spec with the stored precision (the model's `simreduce` metadata) and tensors with
@@ -138,7 +140,7 @@ class JobRun:
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 serialization_format="pt2",
                 extra_files=[str(weights)],
-                metadata={SPEC_KEY: layer_spec(module, stored.name)},
+                metadata={SPEC_KEY: layer_spec(module, stored.name, prefix_dims)},
             )
 
     def lightning_logger(self):

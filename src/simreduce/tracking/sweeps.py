@@ -71,9 +71,14 @@ def precision_of(run: Run) -> str:
     return run.data.tags.get("precision", "float32")
 
 
+JOB_RUN_TAG = "job_run"  # "true" on a job's own run, "false" on its candidates' child runs
+
+
 def is_job_run(run: Run) -> bool:
-    """Whether `run` is a job's own run (its float32 candidate), not a child run of another precision."""
-    return precision_of(run) == "float32"
+    """Whether `run` is a job's own run, not one of its candidates' child runs (another precision, another
+    prefix of a nested encoder); runs logged before the tag: by their precision."""
+    tagged = run.data.tags.get(JOB_RUN_TAG)
+    return precision_of(run) == "float32" if tagged is None else tagged == "true"
 
 
 def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[str] | None = None) -> dict[str, str]:
@@ -145,6 +150,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "encoder": run.data.tags["encoder"],
             "dim": int(run.data.params["encoder.dim"]),
             "precision": precision_of(run),
+            "job_run": is_job_run(run),
             "degenerate": run.data.tags.get("degenerate", "false") == "true",
             **run.data.metrics,
         }

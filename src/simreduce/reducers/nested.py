@@ -1,0 +1,86 @@
+"""The nested (Matryoshka) cosine encoder: one map whose first d outputs are a good d-dim reduction for every
+d in `dims` (Kusupati et al., 2022; sentence-transformers' `MatryoshkaLoss` and `truncate_dim`)."""
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from simreduce.errors import SimreduceError
+from simreduce.losses import prefix_cosine_losses
+from simreduce.reducers.base import Candidate, is_positive_int
+from simreduce.reducers.cosine import CosineEncoder
+
+
+def check_dims(dims: object, in_dim: int) -> list[int]:
+    """`encoder.dims` as a list of sizes, refused in one line unless they are distinct positive integers,
+    ascending, each below the input width `in_dim`."""
+    example = "e.g. [16, 32, 64, 128, 256]"
+    if isinstance(dims, str | int) or not dims or not all(is_positive_int(d) for d in dims):
+        raise SimreduceError(f"encoder.dims={dims!r} must be a list of positive integer sizes, {example}.")
+    dims = list(dims)
+    if dims != sorted(set(dims)):
+        raise SimreduceError(f"encoder.dims={dims} must be ascending without repeats, {example}.")
+    if dims[-1] >= in_dim:
+        raise SimreduceError(
+            f"encoder.dims={dims} reaches {dims[-1]}, not below the input width {in_dim}: nothing would be "
+            "compressed; keep every size below it."
+        )
+    return dims
+
+
+def prefix_map(net: nn.Sequential, dim: int) -> nn.Sequential:
+    """`net` with its last linear layer cut to its first `dim` outputs: the map [N, D] -> [N, dim] whose
+    outputs are exactly the first `dim` outputs of `net`."""
+    last = net[-1]
+    cut = nn.Linear(last.in_features, dim, bias=last.bias is not None)
+    with torch.no_grad():
+        cut.weight.copy_(last.weight[:dim])
+        if last.bias is not None:
+            cut.bias.copy_(last.bias[:dim])
+    return nn.Sequential(*copy.deepcopy(list(net)[:-1]), cut)
+
+
+class NestedCosineEncoder(CosineEncoder):
+    """A `CosineEncoder` to `max(dims)` outputs trained on the weighted sum of each prefix's cosine-similarity
+    loss; every prefix is a candidate (`nested-d0064`).
+
+    Each prefix's loss is weighted by 1 / (its loss at the start x the number of prefixes), so the objective
+    is the mean of the losses relative to where they started: equal raw weights would let the small prefixes,
+    whose losses are ~100x larger, decide everything. The SVD start's prefixes are already the PCA of every
+    size, so the start is nested and training only refines it.
+    """
+
+    kind = "nested"
+
+    def __init__(self, in_dim: int, dims: Sequence[int], dim: int | None = None, **settings):
+        dims = check_dims(dims, in_dim)
+        if dim is not None and dim != dims[-1]:
+            raise SimreduceError(
+                f"encoder.dim={dim} is not the largest of encoder.dims={dims}: a nested encoder's width is its "
+                "largest prefix; set encoder.dims instead."
+            )
+        super().__init__(in_dim, dims[-1], **settings)
+        self.dims = dims
+        self.register_buffer("term_weights", torch.full((len(dims),), 1 / len(dims)), persistent=False)
+
+    def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
+        return prefix_cosine_losses(batch, self(batch), self.dims)
+
+    def term_names(self) -> list[str]:
+        return [f"loss_d{d:04d}" for d in self.dims]
+
+    def calibrate_loss(self, sample: torch.Tensor) -> None:
+        start = self.loss_terms(sample)
+        self.term_weights = torch.where(start > 0, 1 / (len(start) * start), 1 / len(start)).to(start)
+        super().calibrate_loss(sample)
+
+    def candidates(self, precisions: Sequence[str] = ("float32",)) -> list[Candidate]:
+        """Every prefix at every precision, the whole map at float32 first (the training run's own candidate)."""
+        largest_first = sorted(self.dims, key=lambda d: d != self.dim)
+        return [
+            Candidate(self.kind, d, prefix_map(self.net, d), precision, tuple(p for p in self.dims if p <= d))
+            for d in largest_first
+            for precision in precisions
+        ]
