@@ -5,6 +5,7 @@
     python bench/run.py --only embedding     # 50k words embedded by the default model
     python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
     python bench/run.py --only vector_file   # 1M x 768 vectors in a .npy: train.py data=vectors, compress (~10 min)
+    python bench/run.py --only nested        # a nested encoder against per-size ones, 512 and 20k words (~5 min)
     python bench/run.py --only training --accelerator gpu
 
 Prints markdown tables. Not a test: figures depend on the machine and on what else runs on it, which is
@@ -17,7 +18,7 @@ import os
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file")
+BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file", "nested")
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--scale-n", type=int, default=100_000)
     parser.add_argument("--scale-dim", type=int, default=64)
     parser.add_argument("--embed-words", type=int, default=50_000)
+    parser.add_argument("--nested-words", type=int, default=20_000, help="the nested bench's mini-batch case")
     parser.add_argument("--threads", type=int, help="CPU threads for torch here and in train.py runs (e.g. 2)")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides for the sweep and scale runs")
     args = parser.parse_args()
@@ -71,6 +73,10 @@ def main() -> None:
         import vector_file
 
         vector_file.run(extra=args.overrides)
+    if "nested" in chosen:
+        import nested
+
+        nested.run([int(d) for d in args.sweep_dims.split(",")], args.nested_words, max_rows=2000)
     if "embedding" in chosen:
         import embedding_cost
 

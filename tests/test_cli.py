@@ -16,6 +16,7 @@ from helpers.project import (
     sweep_end_config,
     tiny_overrides,
     tiny_sweep,
+    use_store,
 )
 from helpers.tiny_model import HIDDEN, WORDS
 
@@ -49,7 +50,15 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     # %f: were the sweep dir resolved twice, jobs and callback would disagree on the sweep id
     sweep_dir = f"'{tmp_path}/multirun/${{now:%H-%M-%S-%f}}'"
     sweep = run_python(
-        tiny_sweep(tiny_llama, words_file, sweep_dir, "encoder.dim=4,8", "tracking.log_model=true"), tmp_path
+        tiny_sweep(
+            tiny_llama,
+            words_file,
+            sweep_dir,
+            "encoder.dim=4,8",
+            "tracking.log_model=true",
+            "eval.precisions=[float32,int8]",
+        ),
+        tmp_path,
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     # The default target (held-out recall@10 >= 0.9) is out of the tiny model's reach at these sizes: the best
@@ -59,7 +68,7 @@ def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_ll
     assert "registered as simreduce-words-tiny version 1; @winner points at no version (it misses the" in sweep.stdout
     assert "Successfully registered" not in sweep.stdout + sweep.stderr  # MLflow's own print: ours says it
 
-    mlflow.set_tracking_uri(store_uri(tmp_path))
+    use_store(tmp_path)
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"])
     summary = runs[runs["tags.mlflow.runName"].str.startswith("sweep-")]
     candidates = runs[runs["tags.encoder"].notna()]

@@ -1,6 +1,6 @@
 import torch
 
-from simreduce.losses import cosine_similarity_loss, pairwise_cosine
+from simreduce.losses import cosine_similarity_loss, pairwise_cosine, prefix_cosine_losses
 
 
 def test_identity_map_has_zero_loss():
@@ -37,3 +37,11 @@ def test_pairwise_cosine_diagonal_is_one():
     s = pairwise_cosine(torch.randn(7, 3))
     assert torch.allclose(s.diagonal(), torch.ones(7), atol=1e-6)
     assert torch.allclose(s, s.T)
+
+
+def test_prefix_losses_are_each_prefix_own_cosine_loss():
+    g = torch.Generator().manual_seed(0)
+    original, reduced = torch.randn(20, 12, generator=g), torch.randn(20, 8, generator=g)
+    reduced[3, :2] = 0  # a row whose first prefix is zero: cosine 0, as `pairwise_cosine` gives it
+    expected = torch.stack([cosine_similarity_loss(original, reduced[:, :d]) for d in (2, 5, 8)])
+    torch.testing.assert_close(prefix_cosine_losses(original, reduced, [2, 5, 8]), expected)

@@ -7,7 +7,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers.project import CHARTS, artifact_paths, run_python, store_uri, tiny_sweep
+from helpers.project import CHARTS, artifact_paths, run_python, store_uri, tiny_sweep, use_store
 from helpers.tiny_model import HIDDEN
 
 from simreduce.cli import main
@@ -121,7 +121,7 @@ def test_compress_dim_names_the_prefixes_or_says_the_model_is_not_nested():
 def test_a_nested_sweep_logs_one_child_run_per_prefix_and_compress_cuts_the_model(
     tmp_path, capsys, tiny_llama, words_file
 ):
-    overrides = ["encoder=nested", "encoder.dims=[2,4,8]", "eval.precisions=[float32]", "tracking.log_model=true"]
+    overrides = ["encoder=nested", "encoder.dims=[2,4,8]", "tracking.log_model=true"]
     sweep = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "multirun", *overrides), tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "nested-d0008: fit/rmse=" in sweep.stdout and "d0002 score=" in sweep.stdout
@@ -129,7 +129,7 @@ def test_a_nested_sweep_logs_one_child_run_per_prefix_and_compress_cuts_the_mode
         "rank winner" in sweep.stdout and "try a larger size, e.g. a last prefix of encoder.dims of 16" in sweep.stdout
     )
 
-    mlflow.set_tracking_uri(store_uri(tmp_path))
+    use_store(tmp_path)
     runs = mlflow.search_runs(experiment_names=["simreduce-tiny"]).set_index("tags.mlflow.runName")
     parent = runs.loc["nested-d0008"]
     assert parent.status == "FINISHED" and parent["params.encoder.dim"] == "8"

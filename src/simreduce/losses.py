@@ -32,7 +32,18 @@ def cosine_similarity_loss(original: torch.Tensor, reduced: torch.Tensor) -> tor
 
 
 def prefix_cosine_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """[len(dims)]: `cosine_similarity_loss(original, reduced[:, :d])` for each prefix width d of the [N, dim]
-    `reduced`, with the original's similarities computed once."""
+    """[len(dims)]: `cosine_similarity_loss(original, reduced[:, :d])` for each prefix width d (ascending) of the
+    [N, dim] `reduced`. The original's similarities are computed once, and each prefix's dot products and norms
+    are the previous prefix's plus those of the columns it adds, so all prefixes cost one [N, N] product."""
     target = pairwise_cosine(original)
-    return torch.stack([similarity_mse(target, pairwise_cosine(reduced[:, :d])) for d in dims])
+    dots = torch.zeros_like(target)
+    squared_norms = torch.zeros(len(reduced), dtype=reduced.dtype, device=reduced.device)
+    losses, start = [], 0
+    for d in dims:
+        added = reduced[:, start:d]
+        dots = dots + added @ added.T
+        squared_norms = squared_norms + added.square().sum(dim=1)
+        inverse_norms = 1 / squared_norms.sqrt().clamp_min(EPS)  # as `F.normalize`: a zero row has cosine 0
+        losses.append(similarity_mse(target, dots * inverse_norms[:, None] * inverse_norms[None, :]))
+        start = d
+    return torch.stack(losses)

@@ -16,7 +16,8 @@ CHARTS = {"plots/base_distributions.png", "plots/difference_distribution.png", "
 
 
 def tiny_overrides(model: Path, words: Path) -> list[str]:
-    """Shrink the default config to seconds: tiny model, few words, few steps, CPU."""
+    """Shrink the default config to seconds: tiny model, few words, few steps, CPU, float32 candidates only (a
+    test of other precisions asks for them)."""
     return [
         f"embedder.name_or_path={model}",
         "embedder.name=tiny",
@@ -26,6 +27,7 @@ def tiny_overrides(model: Path, words: Path) -> list[str]:
         "trainer.val_check_interval=20",
         "trainer.log_every_n_steps=10",
         "tracking.log_model=false",
+        "eval.precisions=[float32]",
     ]
 
 
@@ -61,9 +63,16 @@ def store_uri(root: Path) -> str:
     return f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
 
 
+def use_store(root: Path) -> None:
+    """Point MLflow's fluent API and default client at the store under `root`, registry included (an earlier
+    test in this process may have left the registry pointing at its own store)."""
+    mlflow.set_tracking_uri(store_uri(root))
+    mlflow.set_registry_uri(store_uri(root))
+
+
 def store_runs(root: Path, experiment: str = "simreduce-tiny") -> pd.DataFrame:
     """Every run of `experiment` in the store under `root`, oldest first (empty if there is none yet)."""
-    mlflow.set_tracking_uri(store_uri(root))
+    use_store(root)
     if mlflow.get_experiment_by_name(experiment) is None:
         return pd.DataFrame(columns=["run_id", "status", "tags.mlflow.runName"])
     return mlflow.search_runs(experiment_names=[experiment], order_by=["attributes.start_time ASC"])
