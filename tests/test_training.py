@@ -18,10 +18,11 @@ STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "
 
 
 def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file):
-    cfg = compose_config([*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true"])
-    score = run_job(cfg)
+    default = f"eval.precisions=[{','.join(compose_config([]).eval.precisions)}]"  # float32, int8
+    overrides = [*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true", default]
+    score = run_job(compose_config(overrides))
     runs = store_runs(project)
-    assert list(runs["tags.mlflow.runName"]) == ["cosine-d0008", "cosine-d0008-int8"]  # eval.precisions' default
+    assert list(runs["tags.mlflow.runName"]) == ["cosine-d0008", "cosine-d0008-int8"]
     run, int8 = runs.iloc[0], runs.iloc[1]
     assert run.status == "FINISHED"
     assert run["tags.mlflow.runName"] == "cosine-d0008"

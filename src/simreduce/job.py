@@ -180,20 +180,20 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     # At or above the rank of the training set a reducer can reach zero fit loss trivially.
     tags["degenerate"] = str(reducer.dim >= len(datamodule.train_idx)).lower()
     with runs.job_run(store, experiment_id, name, tags | {"precision": "float32", JOB_RUN_TAG: "true"}) as run:
+        log_setup(run, cfg, datamodule)
         started = time.perf_counter()
         reducer.fit(datamodule.fit_vectors)
         raise_if_stop_requested()
         steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
         job_candidate, *others = reducer.candidates(settings.candidate_precisions)
-        log_setup(run, cfg, job_candidate, datamodule)
         metrics = log_candidate(run, job_candidate, datamodule, settings, cfg.tracking.log_model)
         run.log_metrics({"train_seconds": train_seconds})
         scores = [f"score={run_score(metrics):.5f}"]
         for candidate in others:  # children of the job's run, which stays MLflow's active run meanwhile
             child_tags = tags | {"precision": candidate.precision, JOB_RUN_TAG: "false"}
             with runs.job_run(store, experiment_id, candidate.run_name, child_tags, nested=True) as child:
-                log_setup(child, cfg, candidate, datamodule)
+                log_setup(child, cfg, datamodule, candidate.dim)
                 child_metrics = log_candidate(child, candidate, datamodule, settings, cfg.tracking.log_model)
             label = candidate.run_name.removeprefix(f"{name}-").removeprefix(f"{kind}-")  # int8, d0016, d0016-int8
             scores.append(f"{label} score={run_score(child_metrics):.5f}")
@@ -203,14 +203,14 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     return run_score(metrics)
 
 
-def log_setup(run, cfg: DictConfig, candidate: Candidate, datamodule: VectorDataModule) -> None:
+def log_setup(run, cfg: DictConfig, datamodule: VectorDataModule, dim: int | None = None) -> None:
     """What every run of a job holds, whichever candidate it scores: the config (its `encoder.dim` is what
-    selection reads: the candidate's size, a nested encoder's prefix; its `config.yaml` what compress embeds new
-    words or texts with) and the data's sizes."""
-    if candidate.dim != cfg.encoder.dim:
+    selection reads: `dim`, the candidate's size when it is not the job's, a nested encoder's prefix; its
+    `config.yaml` what compress embeds new words or texts with) and the data's sizes."""
+    if dim is not None and dim != cfg.encoder.dim:
         cfg = cfg.copy()
         with open_dict(cfg):
-            cfg.encoder.dim = candidate.dim
+            cfg.encoder.dim = dim
     run.log_config(cfg)
     run.log_params(
         {"n_vectors": len(datamodule.ids), "input_dim": datamodule.dim, "n_fit_rows": len(datamodule.fit_idx)}
