@@ -5,6 +5,7 @@
     python bench/run.py --only embedding     # 50k words embedded by the default model
     python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
     python bench/run.py --only vector_file   # 1M x 768 vectors in a .npy: train.py data=vectors, compress (~10 min)
+    python bench/run.py --only ddp           # one job in 1 and 2 processes (torchrun, trainer=ddp), on the CPU
     python bench/run.py --only training --accelerator gpu
 
 Prints markdown tables. Not a test: figures depend on the machine and on what else runs on it, which is
@@ -17,7 +18,7 @@ import os
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file")
+BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file", "ddp")
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -71,6 +72,10 @@ def main() -> None:
         import vector_file
 
         vector_file.run(extra=args.overrides)
+    if "ddp" in chosen:
+        import ddp
+
+        ddp.run()
     if "embedding" in chosen:
         import embedding_cost
 
