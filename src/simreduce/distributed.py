@@ -161,7 +161,10 @@ def peer_failure() -> str | None:
         return None
 
 
-OmegaConf.register_new_resolver("simreduce.launch_time", lambda fmt: launch_time().strftime(fmt), replace=True)
+# Cached per format, as Hydra's `now` is: a sweep's dir, read again at its end, names the same sweep.
+OmegaConf.register_new_resolver(
+    "simreduce.launch_time", lambda fmt: launch_time().strftime(fmt), use_cache=True, replace=True
+)
 # trainer=ddp: Lightning's `devices` and `num_nodes` as the launcher started them (1 and 1 when nothing did).
 OmegaConf.register_new_resolver("simreduce.processes_per_node", lambda: world().per_node, replace=True)
 OmegaConf.register_new_resolver("simreduce.nodes", lambda: world().nodes, replace=True)
