@@ -6,6 +6,7 @@
     python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
     python bench/run.py --only vector_file   # 1M x 768 vectors in a .npy: train.py data=vectors, compress (~10 min)
     python bench/run.py --only nested        # a nested encoder against per-size ones, 512 and 20k words (~5 min)
+    python bench/run.py --only ddp           # one job in 1 and 2 processes (torchrun, trainer=ddp), on the CPU
     python bench/run.py --only training --accelerator gpu
 
 Prints markdown tables. Not a test: figures depend on the machine and on what else runs on it, which is
@@ -18,7 +19,7 @@ import os
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file", "nested")
+BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file", "nested", "ddp")
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -77,6 +78,10 @@ def main() -> None:
         import nested
 
         nested.run([int(d) for d in args.sweep_dims.split(",")], args.nested_words, max_rows=2000)
+    if "ddp" in chosen:
+        import ddp
+
+        ddp.run()
     if "embedding" in chosen:
         import embedding_cost
 

@@ -19,6 +19,8 @@ from simreduce.reducers.training import StopOnPlateau
 BANNER_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero")
 # Lightning's own pytree helper calls a torch API that torch has deprecated: nothing a user can act on.
 DEPENDENCY_DEPRECATIONS = r".*isinstance\(treespec, LeafSpec\).*"
+# Lightning's all_gather with gradients (trainer=ddp) calls the torch one torch has deprecated.
+GATHER_DEPRECATION = r".*torch.distributed.nn.functional.all_gather is deprecated.*"
 
 
 @contextlib.contextmanager
@@ -28,10 +30,13 @@ def quiet_dependencies(verbose: bool = False) -> Iterator[None]:
     with warnings.catch_warnings():
         # The batches are slices of one in-memory tensor: worker processes would only add overhead.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # trainer=ddp: every rank's loss is already the whole batch's (`TrainedReducer.global_batch`).
+        warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
         if verbose:
             yield
             return
         warnings.filterwarnings("ignore", DEPENDENCY_DEPRECATIONS)
+        warnings.filterwarnings("ignore", GATHER_DEPRECATION)
         loggers = [logging.getLogger(name) for name in BANNER_LOGGERS]
         levels = [logger.level for logger in loggers]
         for logger in loggers:

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from simreduce.distributed import share
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
 from simreduce.reducers.base import is_positive_int
@@ -27,21 +28,34 @@ class BatchStream(IterableDataset):
     Mini-batches are gathered from `vectors` by index, so the stream holds no copy of the training rows and
     its memory beyond `vectors` is one batch [batch_size, D]. The full batch is gathered once, on `device`,
     so an accelerator receives it once rather than every step.
+
+    Over several processes (`trainer=ddp`), rank `rank` of `world_size` yields its contiguous share of each batch
+    of the same seeded order: the shares in rank order are the batch one process would see, which the encoder's
+    loss gathers back (`TrainedReducer.global_batch`).
     """
 
     def __init__(
-        self, vectors: torch.Tensor, rows: torch.Tensor, batch_size: int, seed: int, device: torch.device | None = None
+        self,
+        vectors: torch.Tensor,
+        rows: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.vectors = vectors
         self.rows = rows
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
+        self.rank = rank
+        self.world_size = world_size
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         n = len(self.rows)
         if self.batch_size >= n:
-            batch = self.vectors[self.rows].to(self.device)
+            batch = self.vectors[share(self.rows, self.rank, self.world_size)].to(self.device)
             while True:
                 yield batch
         generator = torch.Generator().manual_seed(self.seed)
@@ -49,17 +63,20 @@ class BatchStream(IterableDataset):
             order = self.rows[torch.randperm(n, generator=generator)]
             # A last batch of one row has no pairs; it joins the next epoch instead.
             for start in range(0, n - 1, self.batch_size):
-                yield self.vectors[order[start : start + self.batch_size]]
+                yield self.vectors[share(order[start : start + self.batch_size], self.rank, self.world_size)]
 
 
 class RowBatches(Dataset):
     """The rows `rows` of `vectors` [N, D] in order, as consecutive batches [<= batch_size, D], each gathered
-    when it is asked for; a last batch of one row (no pairs) is left out."""
+    when it is asked for; a last batch of one row (no pairs) is left out. Rank `rank` of `world_size` gets its
+    share of each batch, as from `BatchStream`."""
 
-    def __init__(self, vectors: torch.Tensor, rows: torch.Tensor, batch_size: int):
+    def __init__(self, vectors: torch.Tensor, rows: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1):
         self.vectors = vectors
         self.rows = rows
         self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.rows), self.batch_size)
@@ -68,7 +85,8 @@ class RowBatches(Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return self.vectors[self.rows[i * self.batch_size : (i + 1) * self.batch_size]]
+        batch = self.rows[i * self.batch_size : (i + 1) * self.batch_size]
+        return self.vectors[share(batch, self.rank, self.world_size)]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,11 +186,15 @@ class VectorDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         device = self.trainer.strategy.root_device if self.trainer is not None else None
-        stream = BatchStream(self.vectors, self.train_idx, self.batch_size, self.seed, device)
+        stream = BatchStream(self.vectors, self.train_idx, self.batch_size, self.seed, device, *self._rank())
         return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(RowBatches(self.vectors, self.val_idx, self.batch_size), batch_size=None)
+        return DataLoader(RowBatches(self.vectors, self.val_idx, self.batch_size, *self._rank()), batch_size=None)
+
+    def _rank(self) -> tuple[int, int]:
+        """(rank, world size) of the Trainer's processes, whose shares of each batch the loaders serve."""
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
 
 class WordDataModule(VectorDataModule):

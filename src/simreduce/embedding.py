@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from simreduce import distributed
 from simreduce.errors import SimreduceError
 from simreduce.model_files import ModelSource, load_pretrained, resolve_model_source
 from simreduce.pooling import POOLINGS, own_token_mask, pool_hidden_states
@@ -23,8 +24,11 @@ NO_LIMIT = 10**18  # a tokenizer.model_max_length this large is transformers' ma
 
 
 def pick_device(device: str) -> torch.device:
+    """`auto`: this process's GPU when there is one (each rank of a `trainer=ddp` job its own), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return (
+            torch.device("cuda", distributed.world().local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        )
     return torch.device(device)
 
 
@@ -220,9 +224,10 @@ class Embedder:
 
     def _in_batches(self, order: list[int], embed_rows: Callable[[list[int]], torch.Tensor], desc: str) -> torch.Tensor:
         """Rows `batch_size` at a time in `order`, each batch's [B, D] vectors written into one preallocated [N, D]
-        float32 tensor in row order."""
+        float32 tensor in row order; a progress bar on rank 0 only (every rank logs its share's time)."""
         vectors = None
-        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch"):
+        batches = range(0, len(order), self.batch_size)
+        for start in tqdm(batches, desc=desc, unit="batch", disable=not distributed.is_rank_zero()):
             rows = order[start : start + self.batch_size]
             pooled = embed_rows(rows)
             if vectors is None:

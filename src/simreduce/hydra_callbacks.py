@@ -8,6 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from simreduce.distributed import is_rank_zero
 from simreduce.errors import StopRequested, exit_on_user_error, find_user_error
 from simreduce.signals import stop_signals_deferred
 
@@ -16,14 +17,17 @@ log = logging.getLogger(__name__)
 
 class PrepareTrackingStore(Callback):
     """Before any job: check the settings (a missing or empty word list fails here, in seconds, before MLflow
-    is imported), then create the store and the experiment once, so parallel jobs do not race to. A bad
-    setting or an unusable store ends the run or sweep here, once, with one line and exit 2."""
+    is imported), then create the store and the experiment once (on rank 0 of a trainer=ddp job), so parallel
+    jobs do not race to. A bad setting or an unusable store ends the run or sweep here, once, with one line and
+    exit 2."""
 
     def _prepare(self, config: DictConfig) -> None:
         from simreduce.job import check_settings
 
         with exit_on_user_error():
             check_settings(config)
+            if not is_rank_zero():  # of a trainer=ddp job: rank 0 alone writes to the store
+                return
             from simreduce.tracking import TrackingStore
 
             TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
@@ -45,6 +49,8 @@ class SelectSweepWinner(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_rank_zero():  # of a trainer=ddp sweep: rank 0's jobs are the ones logged
+            return
         from simreduce import sweep
         from simreduce.job import FAILED_FILE, SKIPPED_FILE, job_notes
         from simreduce.selection import make_target

@@ -15,8 +15,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from simreduce import distributed
 from simreduce.console import quiet_dependencies
 from simreduce.data import VectorDataModule, load_data
 from simreduce.errors import SimreduceError, StopRequested, find_user_error
@@ -46,22 +47,30 @@ def run_job(cfg: DictConfig) -> float:
     scored NaN so the other sizes still run and the summary names it; a bad word list or model fails every
     job alike, so it stops the sweep at once.
     """
-    datamodule = load_data(cfg.data)
-    if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim)):
-        log.warning(reason)
-        write_job_note(SKIPPED_FILE, reason)
-        return float("nan")
-    with stop_signals_deferred():
-        try:
-            return fit_and_log(cfg, datamodule)
-        except Exception as e:
-            if not in_multirun():
-                raise
-            user_error = find_user_error(e)
-            line = f"FAILED {job_name(cfg)}: {user_error or f'{type(e).__name__}: {e}'}".splitlines()[0]
-            log.error(line, exc_info=user_error is None)  # a bug keeps its traceback
-            write_job_note(FAILED_FILE, line)
+    with distributed.failures_shared():
+        datamodule = load_data(cfg.data)
+        if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim)):
+            if distributed.is_rank_zero():
+                log.warning(reason)
+                write_job_note(SKIPPED_FILE, reason)
             return float("nan")
+        with stop_signals_deferred():
+            return fit_and_log_noted(cfg, datamodule)
+
+
+def fit_and_log_noted(cfg: DictConfig, datamodule: VectorDataModule) -> float:
+    """`fit_and_log`; in a sweep of one-process jobs, a failure is noted and scored NaN (see `run_job`). Over
+    several processes a failure ends them all: the others' next collective would wait for it in vain."""
+    try:
+        return fit_and_log(cfg, datamodule)
+    except Exception as e:
+        if not in_multirun() or distributed.world().size > 1:
+            raise
+        user_error = find_user_error(e)
+        line = f"FAILED {job_name(cfg)}: {user_error or f'{type(e).__name__}: {e}'}".splitlines()[0]
+        log.error(line, exc_info=user_error is None)  # a bug keeps its traceback
+        write_job_note(FAILED_FILE, line)
+        return float("nan")
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -76,6 +85,11 @@ def check_settings(cfg: DictConfig) -> None:
     check_tolerance(cfg.select.tolerance)
     check_register(cfg.select.register)
     make_target(cfg.select.metric, cfg.select.target)
+    if (processes := distributed.world().size) > 1 and OmegaConf.select(cfg, "trainer.strategy") in (None, "auto"):
+        raise SimreduceError(
+            f"this job was started as {processes} processes (torchrun or srun), but trainer.strategy trains in one: "
+            "add trainer=ddp."
+        )
     with quiet_dependencies(verbose=hydra_verbose()):
         try:
             instantiate(cfg.trainer, logger=False, enable_progress_bar=False, callbacks=[])
@@ -124,7 +138,7 @@ class StopAtSignal(pl.Callback):
         raise_if_stop_requested()
 
 
-def train(reducer: Reducer, datamodule: VectorDataModule, trainer_cfg: DictConfig, logger) -> int:
+def train(reducer: Reducer, datamodule: VectorDataModule, trainer_cfg: DictConfig, logger=False) -> int:
     """Lightning's fit loop on `reducer`, its curves written by `logger`; returns the steps it took."""
     with quiet_dependencies(verbose=hydra_verbose()):
         trainer = instantiate(trainer_cfg, logger=logger)
@@ -148,6 +162,8 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     A job whose config already has a FINISHED run in this sweep is skipped (`tracking.skip_finished`), so
     re-running a killed sweep with the same `hydra.sweep.dir` or `tracking.sweep_id` only does what is missing.
     """
+    if not distributed.is_rank_zero():
+        return train_beside_rank_zero(cfg, datamodule)
     from simreduce.selection import run_score
     from simreduce.tracking import TrackingStore, runs, sweeps  # MLflow: only once the vectors are there
     from simreduce.tracking.sweeps import JOB_RUN_TAG
@@ -159,7 +175,8 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     cfg_hash = runs.config_hash(cfg)
     kind = get_class(cfg.encoder._target_).kind
     name = run_name(kind, cfg.encoder.dim)
-    if cfg.tracking.skip_finished and (done := sweeps.find_finished_run(store, experiment_id, sweep_id, cfg_hash)):
+    done = cfg.tracking.skip_finished and sweeps.find_finished_run(store, experiment_id, sweep_id, cfg_hash)
+    if distributed.agree(bool(done)):
         log.info("%s: skipped, run %s of sweep %s already finished this config", name, done.info.run_id, sweep_id)
         return run_score(done.data.metrics)
 
@@ -174,12 +191,13 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         "git_commit": runs.git_commit(project_root()),
         **runs.process_tags(),
     }
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    reducer = instantiate(cfg.encoder, in_dim=datamodule.dim)  # a bad encoder setting fails before a run opens
+    reducer = build_reducer(cfg, datamodule)  # a bad encoder setting fails before a run opens
     settings = instantiate(cfg.eval)
     # At or above the rank of the training set a reducer can reach zero fit loss trivially.
     tags["degenerate"] = str(reducer.dim >= len(datamodule.train_idx)).lower()
-    with runs.job_run(store, experiment_id, name, tags | {"precision": "float32", JOB_RUN_TAG: "true"}) as run:
+    job_tags = tags | {"precision": "float32", JOB_RUN_TAG: "true"}
+    # failures_shared: when another rank of a trainer=ddp job fails, its error is this run's.
+    with runs.job_run(store, experiment_id, name, job_tags) as run, distributed.failures_shared():
         log_setup(run, cfg, datamodule)
         started = time.perf_counter()
         reducer.fit(datamodule.fit_vectors)
@@ -201,6 +219,24 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     trained = f"{steps} steps in {train_seconds:.1f} s" if reducer.trains else f"fitted in {train_seconds:.1f} s"
     log.info("%s: fit/rmse=%.5f %s (%s)", name, metrics["fit/rmse"], ", ".join(scores), trained)
     return run_score(metrics)
+
+
+def build_reducer(cfg: DictConfig, datamodule: VectorDataModule) -> Reducer:
+    """The configured reducer for the data's width, seeded: every rank of a `trainer=ddp` job builds the same."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    return instantiate(cfg.encoder, in_dim=datamodule.dim)
+
+
+def train_beside_rank_zero(cfg: DictConfig, datamodule: VectorDataModule) -> float:
+    """Another rank's part of a `trainer=ddp` job: the same start and its share of training, nothing logged or
+    scored (rank 0 does both, alone); NaN, the score of a job that is not the one scored."""
+    if distributed.agree(None):  # rank 0 found this config's run finished
+        return float("nan")
+    reducer = build_reducer(cfg, datamodule)
+    reducer.fit(datamodule.fit_vectors)
+    if reducer.trains:
+        train(reducer, datamodule, cfg.trainer)
+    return float("nan")
 
 
 def log_setup(run, cfg: DictConfig, datamodule: VectorDataModule, dim: int | None = None) -> None:

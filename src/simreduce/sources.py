@@ -20,6 +20,7 @@ from simreduce.cache import VectorCache
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
 from simreduce.rows import check_enough_rows, check_unique_ids
+from simreduce.sharded_embedding import cached_vectors
 from simreduce.texts import Corpus, read_corpus
 from simreduce.vector_files import VectorFileSpec, VectorTable, bad_rows, bad_rows_message, open_vector_file
 from simreduce.words import load_words
@@ -71,7 +72,9 @@ class WordSource:
 
     def load(self) -> Vectors:
         words = self.ids()
-        return Vectors(words, self.cache.get_or_build(self.cache_key(), words, self.embedder.embed))
+        return Vectors(
+            words, cached_vectors(self.cache, self.cache_key(), words, lambda rows: self.embedder.embed(words[rows]))
+        )
 
 
 class VectorFileSource:
@@ -175,7 +178,10 @@ class TextSource:
 
     def load(self) -> Vectors:
         corpus = self.corpus()
-        vectors = self.cache.get_or_build(
-            self.cache_key(), corpus.ids, lambda _: self.embedder.embed_texts(corpus.texts, self.max_length)
+        vectors = cached_vectors(
+            self.cache,
+            self.cache_key(),
+            corpus.ids,
+            lambda rows: self.embedder.embed_texts(corpus.texts[rows], self.max_length),
         )
         return Vectors(corpus.ids, vectors)

@@ -64,6 +64,9 @@ class CosineEncoder(TrainedReducer):
       or after `steps`. It needs the same batch at every step: every training word in one batch.
     - `adam`: Adam on shuffled mini-batches (each batch's similarity matrix, so memory grows with the batch,
       not with N), with a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
+    Over several processes (`trainer=ddp`) both are sharded alike: each rank encodes its share of the batch, the
+    loss is the whole batch's on every rank (`global_batch`), so every rank holds the same gradient and takes the
+    same step, L-BFGS's line search included.
     """
 
     kind = "cosine"
@@ -136,7 +139,7 @@ class CosineEncoder(TrainedReducer):
 
     def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
         """[T] the losses the objective weighs by `term_weights`: here the one loss of the output."""
-        return cosine_similarity_loss(batch, self(batch)).reshape(1)
+        return cosine_similarity_loss(*self.global_batch(batch, self(batch))).reshape(1)
 
     def term_names(self) -> list[str]:
         """The metric names of the terms, logged beside `loss` when there is more than one."""

@@ -66,7 +66,7 @@ class NestedCosineEncoder(CosineEncoder):
         self.register_buffer("term_weights", torch.full((len(dims),), 1 / len(dims)), persistent=False)
 
     def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
-        return prefix_cosine_losses(batch, self(batch), self.dims)
+        return prefix_cosine_losses(*self.global_batch(batch, self(batch)), self.dims)
 
     def term_names(self) -> list[str]:
         return [f"loss_d{d:04d}" for d in self.dims]

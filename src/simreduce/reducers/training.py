@@ -5,6 +5,7 @@ from collections import deque
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 
 from simreduce.reducers.base import Reducer
 
@@ -13,9 +14,31 @@ class TrainedReducer(Reducer, pl.LightningModule):
     """Subclasses set `net`, `loss`, their optimiser and their stopping rules (`configure_callbacks`)."""
 
     trains = True
+    across_ranks = False  # while Lightning trains it over several processes (`trainer=ddp`)
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def global_batch(self, original: torch.Tensor, reduced: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """While training over several processes, the whole batch from each rank's share of it ([n_rank, D] and
+        [n_rank, dim] -> [n, D] and [n, dim], in rank order: one process's batch), `reduced` keeping its gradients;
+        elsewhere both as they are.
+
+        A loss over the batch's pairs does not split into per-rank parts (the pairs across shares would be lost), so
+        every rank computes the whole batch's loss (CLIP's convention). Its backward sends each rank's rows the sum
+        of every rank's (identical) gradient through the gather, W times one process's, and DDP's average over the W
+        ranks divides it out: each rank holds one process's gradient.
+        """
+        if not self.across_ranks:
+            return original, reduced
+        sizes = self.all_gather(torch.tensor(len(original), device=original.device)).tolist()
+
+        def gathered(rows: torch.Tensor, sync_grads: bool) -> torch.Tensor:
+            padded = F.pad(rows, (0, 0, 0, max(sizes) - len(rows)))  # all_gather takes equal shapes
+            parts = self.all_gather(padded, sync_grads=sync_grads)
+            return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+        return gathered(original, sync_grads=False), gathered(reduced, sync_grads=True)
 
     def fit(self, train_vectors: torch.Tensor) -> "TrainedReducer":
         """Nothing to set from the data before training, unless a subclass starts from it."""
@@ -36,9 +59,11 @@ class TrainedReducer(Reducer, pl.LightningModule):
         # Some models have near-dead features (all-MiniLM-L6-v2: two at ~1e-32); their products with small
         # gradients are subnormal floats, which make CPU backward passes up to 5x slower and change nothing.
         torch.set_flush_denormal(True)
+        self.across_ranks = self.trainer.world_size > 1
 
     def on_fit_end(self) -> None:
         torch.set_flush_denormal(False)
+        self.across_ranks = False
 
 
 class StopOnPlateau(pl.Callback):
