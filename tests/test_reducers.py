@@ -171,3 +171,14 @@ def test_adam_on_shuffled_mini_batches_lowers_the_loss_of_all_pairs_over_its_sch
     assert learning_rate < 1e-2 * 1e-3  # the one-cycle schedule has run its whole course
     with torch.no_grad():
         assert encoder.loss(x).item() < 0.5 * before
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 20, 40])
+def test_adam_runs_its_whole_schedule_for_any_number_of_steps(steps):
+    x = low_rank_vectors(n=60)
+    encoder = build("cosine", x, "data.batch_size=16", f"encoder.steps={steps}", "encoder.optimizer=adam")
+    trainer = pl.Trainer(
+        max_steps=steps, logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu"
+    )
+    trainer.fit(encoder, DataLoader(BatchStream(x, torch.arange(len(x)), batch_size=16, seed=0), batch_size=None))
+    assert trainer.global_step == steps

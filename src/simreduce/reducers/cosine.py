@@ -21,6 +21,7 @@ OPTIMIZERS = ("auto", "lbfgs", "adam")
 # lbfgs: the step scale its line search starts from; adam: the peak of its one-cycle schedule, in whitened
 # coordinates (1e-3 already undoes the svd start's advantage on 2048-d vectors).
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-4}
+WARMUP_SHARE = 0.05  # of Adam's one-cycle schedule
 
 
 def whitening_basis(found: Spectrum, n_rows: int, rtol: float = 1e-6) -> torch.Tensor:
@@ -33,6 +34,13 @@ def whitening_basis(found: Spectrum, n_rows: int, rtol: float = 1e-6) -> torch.T
     """
     keep = found.singular_values > rtol * found.singular_values[0]
     return (found.axes[keep] * (n_rows**0.5 / found.singular_values[keep, None])).float()
+
+
+def warmup_share(steps: int) -> float:
+    """The share of `steps` Adam's one-cycle schedule warms up over: 5%, but at least two steps (a warm-up that
+    ends after exactly one step divides by zero in `OneCycleLR`, as `encoder.steps=20` did)."""
+    warmup = max(2, round(WARMUP_SHARE * steps))
+    return warmup / steps if warmup < steps else WARMUP_SHARE
 
 
 class WhitenedInput(nn.Module):
@@ -200,7 +208,7 @@ class CosineEncoder(TrainedReducer):
         if self.optimizer_name == "adam":
             optimizer = torch.optim.Adam(self.parameters(), lr=lr)
             schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=lr, total_steps=self.hparams.steps, pct_start=0.05
+                optimizer, max_lr=lr, total_steps=self.hparams.steps, pct_start=warmup_share(self.hparams.steps)
             )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         # max_eval: by default it is 1.25 * max_iter, which would leave the line search a single evaluation.
