@@ -187,3 +187,13 @@ def test_a_model_stored_below_float32_writes_what_it_stores(project, tmp_path, c
     out = pq.read_table(tmp_path / "y.parquet")
     assert out.schema.field("embedding").type.value_type == pa.from_numpy_dtype(expected.dtype)
     assert np.array_equal(np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), expected)
+
+
+def test_a_bad_column_is_named_by_the_flag_that_set_it(model, tmp_path, capsys):
+    folder, _ = model
+    table = pa.table({"emb": pa.FixedSizeListArray.from_arrays(good_rows(4).reshape(-1), D)})
+    pq.write_table(table, tmp_path / "x.parquet")
+    with pytest.raises(SystemExit) as exit_info:
+        compress(folder, tmp_path / "x.parquet", tmp_path / "y.npy", "--column", "vec")
+    assert exit_info.value.code == 2
+    assert "data.column='vec' (--column) is not a column of" in capsys.readouterr().err

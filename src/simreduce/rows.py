@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 from simreduce.errors import SimreduceError
+from simreduce.input_files import setting
 from simreduce.words import shown
 
 
@@ -15,6 +16,6 @@ def check_enough_rows(n_rows: int, path: Path, what: str = "vector") -> None:
 def check_unique_ids(ids: list[str], path: Path, id_column: str | None) -> None:
     if repeated := [i for i, n in Counter(ids).items() if n > 1]:
         raise SimreduceError(
-            f"data.id_column={id_column!r} of {str(path)!r} repeats the ids {shown(repeated)}: "
+            f"{setting('id_column', id_column)} of {str(path)!r} repeats the ids {shown(repeated)}: "
             "ids must name one row each."
         )

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simreduce.errors import SimreduceError
-from simreduce.input_files import check_is_file, check_suffix
+from simreduce.input_files import check_is_file, check_suffix, setting
 from simreduce.rows import check_enough_rows, check_unique_ids
 from simreduce.vector_files import VECTOR_SUFFIXES
 from simreduce.words import shown
@@ -39,7 +39,7 @@ def _read_lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise SimreduceError(f"data.path={str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start}).") from e
+        raise SimreduceError(f"{setting('path', str(path))} is not UTF-8 text ({e.reason} at byte {e.start}).") from e
 
 
 def _read_table_columns(path: Path, column: str | None, id_column: str | None) -> tuple[list[str], list[str] | None]:
@@ -53,14 +53,16 @@ def _read_table_columns(path: Path, column: str | None, id_column: str | None) -
         table = readers[path.suffix.lower()](path)
     except Exception as e:  # pyarrow's ArrowInvalid: the file is not what its extension says
         first_line = str(e).strip().splitlines()[0]
-        raise SimreduceError(f"data.path={str(path)!r} cannot be read as {path.suffix} ({first_line}).") from e
-    for option, name in (("data.column", column), ("data.id_column", id_column)):
-        if (name is not None or option == "data.column") and name not in table.column_names:
-            raise SimreduceError(f"{option}={name!r} is not a column of {str(path)!r}: it has {table.column_names}.")
+        raise SimreduceError(f"{setting('path', str(path))} cannot be read as {path.suffix} ({first_line}).") from e
+    for option, name in (("column", column), ("id_column", id_column)):
+        if (name is not None or option == "column") and name not in table.column_names:
+            raise SimreduceError(
+                f"{setting(option, name)} is not a column of {str(path)!r}: it has {table.column_names}."
+            )
     texts = table.column(column).to_pylist()
     if bad := [i for i, t in enumerate(texts) if not isinstance(t, str)]:
         raise SimreduceError(
-            f"data.column={column!r} of {str(path)!r} holds {type(texts[bad[0]]).__name__} at row {bad[0]}, "
+            f"{setting('column', column)} of {str(path)!r} holds {type(texts[bad[0]]).__name__} at row {bad[0]}, "
             "not text: name the column of texts."
         )
     ids = [str(v) for v in table.column(id_column).to_pylist()] if id_column else None
@@ -70,8 +72,8 @@ def _read_table_columns(path: Path, column: str | None, id_column: str | None) -
 def _check(corpus: Corpus, path: Path, id_column: str | None) -> None:
     if empty := [i for i, t in enumerate(corpus.texts) if not t.strip()]:
         raise SimreduceError(
-            f"data.path={str(path)!r} has {len(empty)} empty text(s), at rows {shown([corpus.ids[i] for i in empty])}: "
-            "remove them."
+            f"{setting('path', str(path))} has {len(empty)} empty text(s), at rows "
+            f"{shown([corpus.ids[i] for i in empty])}: remove them."
         )
     check_enough_rows(len(corpus.texts), path, "text")
     check_unique_ids(corpus.ids, path, id_column)

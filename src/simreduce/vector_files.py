@@ -17,7 +17,7 @@ import numpy as np
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
-from simreduce.input_files import check_is_file, check_suffix
+from simreduce.input_files import check_is_file, check_suffix, setting
 from simreduce.rows import check_enough_rows
 from simreduce.words import shown
 
@@ -191,7 +191,7 @@ def _pick_key(spec: VectorFileSpec, keys: list[str]) -> str:
     if spec.key is None and len(keys) == 1:
         return keys[0]
     if spec.key not in keys:
-        given = "no data.key" if spec.key is None else f"data.key={spec.key!r}"
+        given = "no data.key (--key)" if spec.key is None else setting("key", spec.key)
         raise SimreduceError(f"{str(spec.path)!r} holds the arrays {keys}, {given} names none of them: pass one.")
     return spec.key
 
@@ -204,9 +204,9 @@ def _parquet_file(spec: VectorFileSpec):
     except Exception as e:  # pyarrow raises its own ArrowInvalid for a file that is not parquet
         raise SimreduceError(f"{str(spec.path)!r} is not a readable parquet file ({e}).") from e
     columns = parquet.schema_arrow.names
-    for option, name in (("data.column", spec.column), ("data.id_column", spec.id_column)):
-        if (name is not None or option == "data.column") and name not in columns:
-            raise SimreduceError(f"{option}={name!r} is not a column of {str(spec.path)!r}: it has {columns}.")
+    for option, name in (("column", spec.column), ("id_column", spec.id_column)):
+        if (name is not None or option == "column") and name not in columns:
+            raise SimreduceError(f"{setting(option, name)} is not a column of {str(spec.path)!r}: it has {columns}.")
     return parquet
 
 
@@ -236,7 +236,7 @@ def _list_column(column, spec: VectorFileSpec, first_row: int, width: int | None
         and not (pa.types.is_fixed_size_list(column.type))
     ):
         raise SimreduceError(
-            f"data.column={spec.column!r} of {str(spec.path)!r} holds {column.type}, not lists of numbers: "
+            f"{setting('column', spec.column)} of {str(spec.path)!r} holds {column.type}, not lists of numbers: "
             "name the column that holds the vectors."
         )
     if column.null_count:
