@@ -1,6 +1,9 @@
 """`simreduce compress` never writes garbage and never destroys input: bad paths and bad rows are refused with
 one line before anything is written, and the output appears whole or not at all."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +19,7 @@ from simreduce.reducers.weights import STORED_PREFIX
 from simreduce.tracking.registry import WEIGHTS_PATH, LoggedReducer
 
 D = 6
+HEAVY = ("lightning", "transformers")  # what compressing vectors must not import
 
 
 @pytest.fixture
@@ -197,3 +201,15 @@ def test_a_bad_column_is_named_by_the_flag_that_set_it(model, tmp_path, capsys):
         compress(folder, tmp_path / "x.parquet", tmp_path / "y.npy", "--column", "vec")
     assert exit_info.value.code == 2
     assert "data.column='vec' (--column) is not a column of" in capsys.readouterr().err
+
+
+def test_compressing_a_file_of_vectors_imports_neither_lightning_nor_transformers(model, tmp_path):
+    """They cost seconds to import and only training or embedding needs them."""
+    folder, _ = model
+    np.save(tmp_path / "x.npy", good_rows())
+    args = ["compress", "--model", str(folder), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")]
+    report = f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    code = f"import sys; from simreduce.cli import main; main({args!r}); {report}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "y.npy").is_file()

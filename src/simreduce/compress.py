@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from tqdm.auto import tqdm
 
 from simreduce.atomic import atomic_path
 from simreduce.errors import SimreduceError
 from simreduce.input_files import check_is_file
 from simreduce.paths import default_paths
-from simreduce.sources import TextSource, Vectors, WordSource
 from simreduce.vector_files import (
     CHUNK_ROWS,
     VECTOR_SUFFIXES,
@@ -102,7 +100,11 @@ def vector_chunks(spec: VectorFileSpec) -> Chunks:
 
 
 def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
-    """The input's words or texts embedded with the embedder config of the reducer's run, as its source did."""
+    """The input's words or texts embedded with the embedder config of the reducer's run, as its source did.
+    The sources (and transformers behind them) are imported here: a file of vectors never needs them."""
+    from hydra.utils import instantiate
+
+    from simreduce.sources import TextSource, WordSource
     from simreduce.tracking.registry import run_config
 
     if run_id is None:
@@ -119,7 +121,7 @@ def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
         source = TextSource(embedder, str(spec.path), cache_dir, spec.column, spec.id_column, cfg.data.max_length)
     else:
         source = WordSource(embedder, cache_dir, words_file=str(spec.path))
-    loaded: Vectors = source.load()
+    loaded = source.load()
     vectors, ids = loaded.vectors.numpy(), loaded.ids
     return lambda: ((vectors[i : i + CHUNK_ROWS], ids[i : i + CHUNK_ROWS]) for i in range(0, len(ids), CHUNK_ROWS))
 

@@ -5,6 +5,7 @@ Closed-form reducers do all their work in `fit`. Trained ones (`trains = True`) 
 `fit` only sets their start from the data; Lightning's `Trainer.fit` then trains them.
 """
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -62,6 +63,18 @@ def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool =
         if not last:
             layers.append(nn.GELU())
     return nn.Sequential(*layers)
+
+
+def prefix_map(net: nn.Sequential, dim: int) -> nn.Sequential:
+    """`net` with its last linear layer cut to its first `dim` outputs: the map [N, D] -> [N, dim] whose
+    outputs are exactly the first `dim` outputs of `net`."""
+    last = net[-1]
+    cut = nn.Linear(last.in_features, dim, bias=last.bias is not None)
+    with torch.no_grad():
+        cut.weight.copy_(last.weight[:dim])
+        if last.bias is not None:
+            cut.bias.copy_(last.bias[:dim])
+    return nn.Sequential(*copy.deepcopy(list(net)[:-1]), cut)
 
 
 def run_name(kind: str, dim: object) -> str:

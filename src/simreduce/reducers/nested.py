@@ -1,15 +1,13 @@
 """The nested (Matryoshka) cosine encoder: one map whose first d outputs are a good d-dim reduction for every
 d in `dims` (Kusupati et al., 2022; sentence-transformers' `MatryoshkaLoss` and `truncate_dim`)."""
 
-import copy
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from simreduce.errors import SimreduceError
 from simreduce.losses import prefix_cosine_losses
-from simreduce.reducers.base import Candidate, is_positive_int
+from simreduce.reducers.base import Candidate, is_positive_int, prefix_map
 from simreduce.reducers.cosine import CosineEncoder
 
 
@@ -28,18 +26,6 @@ def check_dims(dims: object, in_dim: int) -> list[int]:
             "compressed; keep every size below it."
         )
     return dims
-
-
-def prefix_map(net: nn.Sequential, dim: int) -> nn.Sequential:
-    """`net` with its last linear layer cut to its first `dim` outputs: the map [N, D] -> [N, dim] whose
-    outputs are exactly the first `dim` outputs of `net`."""
-    last = net[-1]
-    cut = nn.Linear(last.in_features, dim, bias=last.bias is not None)
-    with torch.no_grad():
-        cut.weight.copy_(last.weight[:dim])
-        if last.bias is not None:
-            cut.bias.copy_(last.bias[:dim])
-    return nn.Sequential(*copy.deepcopy(list(net)[:-1]), cut)
 
 
 class NestedCosineEncoder(CosineEncoder):

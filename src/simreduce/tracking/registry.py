@@ -15,8 +15,7 @@ from torch import nn
 
 from simreduce.errors import SimreduceError
 from simreduce.precision import StoredPrecision
-from simreduce.reducers.base import apply_net
-from simreduce.reducers.nested import prefix_map
+from simreduce.reducers.base import apply_net, prefix_map
 from simreduce.reducers.weights import rebuild
 from simreduce.tracking.store import TrackingStore, quoted
 
