@@ -29,14 +29,16 @@ def project_root() -> Path:
 OmegaConf.register_new_resolver("simreduce.root", lambda: str(project_root()), replace=True)
 # A file's name without folder or extension, to name a source's experiment: `${simreduce.stem:${.path}}`.
 OmegaConf.register_new_resolver("simreduce.stem", lambda path: Path(str(path)).stem, replace=True)
-# The largest of a list of sizes, a nested encoder's width: `dim: ${simreduce.largest:${.dims}}`. Anything but
-# positive ints is passed over here, for the encoder to name in its own error.
-OmegaConf.register_new_resolver("simreduce.largest", lambda sizes: largest_size(sizes), replace=True)
 
 
 def largest_size(sizes: object) -> int | None:
+    """The largest of a list of sizes, a nested encoder's width: `dim: ${simreduce.largest:${.dims}}`. Anything
+    but positive ints is passed over here, for the encoder to name in its own error."""
     numbers = [s for s in sizes if isinstance(s, int) and s > 0] if isinstance(sizes, Sequence) else []
     return max(numbers, default=None)
+
+
+OmegaConf.register_new_resolver("simreduce.largest", largest_size, replace=True)
 
 
 def default_paths() -> DictConfig:

@@ -63,10 +63,12 @@ class NestedCosineEncoder(CosineEncoder):
         super().calibrate_loss(sample)
 
     def candidates(self, precisions: Sequence[str] = ("float32",)) -> list[Candidate]:
-        """Every prefix at every precision, the whole map at float32 first (the training run's own candidate)."""
+        """Every prefix at every precision, the whole map at float32 first (the training run's own candidate);
+        one map per prefix, shared by its precisions, and the whole map is `net` itself."""
         largest_first = sorted(self.dims, key=lambda d: d != self.dim)
+        maps = {d: self.net if d == self.dim else prefix_map(self.net, d) for d in largest_first}
         return [
-            Candidate(self.kind, d, prefix_map(self.net, d), precision, tuple(p for p in self.dims if p <= d))
+            Candidate(self.kind, d, maps[d], precision, tuple(p for p in self.dims if p <= d))
             for d in largest_first
             for precision in precisions
         ]
