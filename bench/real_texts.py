@@ -6,6 +6,10 @@ machine (/usr/share/vim/vim*/doc/*.txt): real English sentences, no network need
 
     python bench/real_texts.py [--corpus FILE] [--n 6000] [--dims 16,32,64,128,256]
     python bench/real_texts.py --reducers cosine --precisions float32,float16,int8,binary
+    python bench/real_texts.py --reducers cosine,pq --dims 8,16,32,64,128
+
+Two tables: recall by reducer and size, and by bytes per vector, where faiss's product quantization (pq, a
+reference) meets the reducers at the same storage cost.
 """
 
 import argparse
@@ -21,7 +25,7 @@ from pathlib import Path
 import mlflow
 from common import PROJECT_ROOT, print_table
 
-REDUCERS = ("cosine", "autoencoder", "pca", "svd", "random")
+REDUCERS = ("cosine", "autoencoder", "pca", "svd", "random", "pq")  # pq: the faiss extra
 
 
 def manual_sentences(limit: int) -> list[str]:
@@ -64,18 +68,27 @@ def run(corpus: Path | None, n: int, dims: str, reducers: str, precisions: str) 
     runs = runs[runs["tags.encoder"].notna()]
     precision = runs.get("tags.precision", None)
     runs = runs.assign(precision=precision.fillna("float32") if precision is not None else "float32")
-    sizes = sorted({int(d) for d in runs["params.encoder.dim"]})
+    note = f"one sweep, {len(runs)} candidate runs, {wall:.0f} s; load average {os.getloadavg()[0]:.1f} at the end"
+    print_recall_table(runs, "params.encoder.dim", "d", "by reducer and size", n_texts, note)
+    print_recall_table(
+        runs, "metrics.bytes_per_vector", "B", "by bytes per vector (pq: faiss OPQ+PQ codes, a reference)", n_texts
+    )
+
+
+def print_recall_table(runs, column: str, unit: str, what: str, n_texts: int, note: str = "") -> None:
+    """Heldout recall@10, one row per reducer and stored form, one column per value of `column`."""
+    sizes = sorted({int(v) for v in runs[column]})
     rows = []
     for (reducer, stored), group in runs.groupby(["tags.encoder", "precision"]):
-        by_dim = dict(zip(group["params.encoder.dim"].astype(int), group["metrics.heldout/recall_at_10"], strict=True))
-        rows.append([reducer, stored, *(f"{by_dim[d]:.3f}" if d in by_dim else "-" for d in sizes)])
+        by_size = dict(zip(group[column].astype(int), group["metrics.heldout/recall_at_10"], strict=True))
+        rows.append([reducer, stored, *(f"{by_size[v]:.3f}" if v in by_size else "-" for v in sizes)])
     order = {r: i for i, r in enumerate(REDUCERS)}
     rows.sort(key=lambda row: (order.get(row[0], 99), row[1] != "float32", row[1]))
     print_table(
-        f"heldout recall@10 on {n_texts:,} real sentences (all-MiniLM-L6-v2, 384-d), by reducer and size",
-        ["reducer", "stored as", *(f"d={d}" for d in sizes)],
+        f"heldout recall@10 on {n_texts:,} real sentences (all-MiniLM-L6-v2, 384-d), {what}",
+        ["reducer", "stored as", *(f"{unit}={v}" for v in sizes)],
         rows,
-        note=f"one sweep, {len(runs)} candidate runs, {wall:.0f} s; load average {os.getloadavg()[0]:.1f} at the end",
+        note=note,
     )
 
 

@@ -280,3 +280,27 @@ def test_the_charts_draw_a_line_per_reducer_and_precision():
     for fig in (rate_distortion(ranked, RECALL_90), metrics_vs_dim(ranked)):
         assert expected <= {line.get_label() for line in fig.axes[0].get_lines()}
         plt.close(fig)
+
+
+def test_a_reference_run_is_ranked_and_shown_but_never_wins_under_either_rule():
+    sweep = runs(("pq", 8, 0.05, False), ("cosine", 16, 0.20, False), ("cosine", 32, 0.10, False))
+    sweep["reference"] = sweep.encoder == "pq"
+    by_tolerance = select_winner(sweep, TOLERANCE)
+    assert (by_tolerance.winner.encoder, by_tolerance.winner.dim) == ("cosine", 32)
+    assert by_tolerance.table.run.iloc[0] == "pq-d0008"  # ranked first by its score all the same
+    assert "reference" in text_table(by_tolerance.table).splitlines()[0]
+    sweep["heldout/recall_at_10"] = [0.99, 0.95, 0.97]
+    by_target = select_winner(sweep, TOLERANCE, Target("heldout/recall_at_10", 0.9))
+    assert (by_target.winner.encoder, by_target.winner.dim) == ("cosine", 16)  # pq is cheaper, and reaches it
+
+
+def test_a_sweep_of_references_alone_has_nothing_to_serve():
+    sweep = runs(("pq", 8, 0.05, False), ("pq", 16, 0.04, False))
+    sweep["reference"] = True
+    with pytest.raises(SimreduceError, match=r"every scored run of the sweep is a reference \(pq\)"):
+        select_winner(sweep, TOLERANCE)
+
+
+def test_without_references_the_table_has_no_reference_column():
+    table = select_winner(runs(("cosine", 16, 0.2, False)), TOLERANCE).table
+    assert "reference" not in text_table(table).splitlines()[0]

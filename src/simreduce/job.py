@@ -195,6 +195,8 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     settings = instantiate(cfg.eval)
     # At or above the rank of the training set a reducer can reach zero fit loss trivially.
     tags["degenerate"] = str(reducer.dim >= len(datamodule.train_idx)).lower()
+    tags["reference"] = str(reducer.reference).lower()
+    log_model = cfg.tracking.log_model and not reducer.reference  # a reference has no served form
     job_tags = tags | {"precision": "float32", JOB_RUN_TAG: "true"}
     # failures_shared: when another rank of a trainer=ddp job fails, its error is this run's.
     with runs.job_run(store, experiment_id, name, job_tags) as run, distributed.failures_shared():
@@ -205,14 +207,15 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         steps = train(reducer, datamodule, cfg.trainer, run.lightning_logger()) if reducer.trains else 0
         train_seconds = time.perf_counter() - started
         job_candidate, *others = reducer.candidates(settings.candidate_precisions)
-        metrics = log_candidate(run, job_candidate, datamodule, settings, cfg.tracking.log_model)
+        run.set_tag("precision", job_candidate.stored_form)
+        metrics = log_candidate(run, job_candidate, datamodule, settings, log_model)
         run.log_metrics({"train_seconds": train_seconds})
         scores = [f"score={run_score(metrics):.5f}"]
         for candidate in others:  # children of the job's run, which stays MLflow's active run meanwhile
-            child_tags = tags | {"precision": candidate.precision, JOB_RUN_TAG: "false"}
+            child_tags = tags | {"precision": candidate.stored_form, JOB_RUN_TAG: "false"}
             with runs.job_run(store, experiment_id, candidate.run_name, child_tags, nested=True) as child:
                 log_setup(child, cfg, datamodule, candidate.dim)
-                child_metrics = log_candidate(child, candidate, datamodule, settings, cfg.tracking.log_model)
+                child_metrics = log_candidate(child, candidate, datamodule, settings, log_model)
             label = candidate.run_name.removeprefix(f"{name}-").removeprefix(f"{kind}-")  # int8, d0016, d0016-int8
             scores.append(f"{label} score={run_score(child_metrics):.5f}")
 
@@ -269,12 +272,12 @@ def log_candidate(run, candidate: Candidate, datamodule: VectorDataModule, setti
         datamodule.val_idx,
         settings,
         datamodule.fit_idx,
-        bytes_per_vector=stored.bytes_per_vector(candidate.dim),
+        bytes_per_vector=candidate.code_bytes or stored.bytes_per_vector(candidate.dim),
     )
     raise_if_stop_requested()
     run.log_metrics(scores.metrics)
     fit = scores.pairs["fit"]
-    label = plots.candidate_label(candidate.kind, candidate.dim, candidate.precision)
+    label = plots.candidate_label(candidate.kind, candidate.dim, candidate.stored_form)
     run.log_figures(
         plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
     )

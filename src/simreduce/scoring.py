@@ -95,15 +95,21 @@ def score_reduction(
         queries = neighbour_subset(rows, settings.max_queries, settings.seed)
         if len(queries) and (recalls := retrieval_recall(vectors, reduced, queries, list(settings.recall_k))):
             metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(queries)}
-    fit_vectors = vectors[train_idx if fit_idx is None else fit_idx]  # a gathered copy: made once here
-    bound = eckart_young_bound(fit_vectors, dim)
     metrics |= {
-        "bound_ey": bound,
-        "pca_explained_variance": pca_explained_variance(fit_vectors, dim),
         "compression_ratio": vectors.shape[1] * INPUT_BYTES / bytes_per_vector,
         "bytes_per_vector": bytes_per_vector,
         "n_train_words": len(train_idx),
     }
-    if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with
-        metrics["rmse_over_bound"] = metrics["fit/rmse"] / math.sqrt(bound)
+    if dim < vectors.shape[1]:  # a reduction; a code decoded back to the input's width has no size to bound
+        metrics |= reference_figures(vectors[train_idx if fit_idx is None else fit_idx], dim, metrics["fit/rmse"])
     return Scores(metrics, pairs)
+
+
+def reference_figures(fit_vectors: torch.Tensor, dim: int, fit_rmse: float) -> dict[str, float]:
+    """What no `dim`-dimensional reduction of the [N, D] rows a fit sees can beat (`bound_ey`), PCA's share of
+    their variance at `dim`, and how far above the bound the candidate's `fit_rmse` sits."""
+    bound = eckart_young_bound(fit_vectors, dim)
+    figures = {"bound_ey": bound, "pca_explained_variance": pca_explained_variance(fit_vectors, dim)}
+    if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with
+        figures["rmse_over_bound"] = fit_rmse / math.sqrt(bound)
+    return figures

@@ -15,7 +15,8 @@ at one precision) whose score is within `tolerance` of it (ties: the lower score
 the encoder's name).
 
 Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
-trivially) are ranked but cannot win, unless every run is degenerate.
+trivially) are ranked but cannot win, unless every run is degenerate; reference runs (another library's
+method, e.g. faiss product quantization) are ranked and charted but never win: they have no served model.
 
 Pure pandas: the runs come in as a DataFrame, whoever read them.
 """
@@ -91,7 +92,8 @@ def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing) and
+    """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing),
+    `reference` (False when missing) and
     metrics under their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, ...) ->
     the unranked table, each row on its scored pairs."""
     scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
@@ -117,6 +119,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "recall@10": on_scored_pairs(RECALL),
             "degenerate": runs["degenerate"].astype(bool),
             "score": on_scored_pairs("rmse"),
+            "reference": runs["reference"].astype(bool) if "reference" in runs else False,
             "run_id": runs["run_id"],
             "input_bytes": (stored_bytes * _metric(runs, "compression_ratio")).round(),
         }
@@ -140,8 +143,9 @@ def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: p
             f"the smallest size whose {rmse}, {winner.score:.4g}, is within {tolerance:.0%} "
             f"of the best, {best.score:.4g} ({_label(best)})"
         )
-    n_degenerate = int(table.degenerate.sum())
-    if n_degenerate == len(table):
+    ours = table[~table.reference]
+    n_degenerate = int(ours.degenerate.sum())
+    if n_degenerate == len(ours):
         why += "; every run is degenerate (dim at or above the number of training words): add words or lower dim"
     elif n_degenerate:
         why += f"; {n_degenerate} degenerate run(s), dim at or above the number of training words, could not win"
@@ -214,13 +218,23 @@ def select_winner(runs: pd.DataFrame, tolerance: float, target: Target | None = 
         return _select_by_target(runs, table, target)
     table = table.sort_values(["score", "bytes", "encoder", "precision"], na_position="last", ignore_index=True)
     table.insert(0, "rank", range(1, len(table) + 1))
-    scored = table[table.score.notna()]
-    eligible = scored[~scored.degenerate] if not scored.degenerate.all() else scored
+    eligible = can_win(table[table.score.notna()])
     best = eligible.iloc[0]
     near_best = eligible[eligible.score <= best.score * (1 + tolerance)]
     winner = near_best.sort_values(["bytes", "score", "dim", "encoder"]).iloc[0]
     table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
     return Selection(table, table.loc[winner.name], _reason(winner, best, eligible, table, tolerance))
+
+
+def can_win(scored: pd.DataFrame) -> pd.DataFrame:
+    """The scored rows that can win: no reference, and none degenerate unless all the others are."""
+    ours = scored[~scored.reference]
+    if ours.empty:
+        raise SimreduceError(
+            f"every scored run of the sweep is a reference ({', '.join(sorted(set(scored.encoder)))}), which is "
+            "never served: sweep one of simreduce's encoders beside it, e.g. -m encoder=cosine,pq."
+        )
+    return ours[~ours.degenerate] if not ours.degenerate.all() else ours
 
 
 def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -> Selection:
@@ -236,8 +250,7 @@ def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -
     )
     table = table.reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
-    scored = table[table[metric].notna()]
-    eligible = scored[~scored.degenerate] if not scored.degenerate.all() else scored
+    eligible = can_win(table[table[metric].notna()])
     reaching = eligible[target.reached(eligible[metric])]
     met = not reaching.empty
     pool = reaching if met else eligible.sort_values(metric, ascending=better_first, kind="stable")
@@ -275,8 +288,10 @@ def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFr
 
 
 def shown_columns(table: pd.DataFrame) -> list[str]:
-    """TABLE_COLUMNS, then the target's metric when selection had one (a column named like `heldout/...`)."""
-    return TABLE_COLUMNS + [c for c in table.columns if "/" in c]
+    """TABLE_COLUMNS, `reference` when a run is one, then the target's metric when selection had one (a column
+    named like `heldout/...`)."""
+    references = ["reference"] if table.reference.any() else []
+    return TABLE_COLUMNS + references + [c for c in table.columns if "/" in c]
 
 
 def markdown_table(table: pd.DataFrame) -> str:

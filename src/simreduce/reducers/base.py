@@ -22,13 +22,21 @@ class Candidate:
     """What selection ranks and compress serves: one map [N, D] -> [N, dim] a reducer yields, stored at one
     precision (see `simreduce.precision`). A reducer yields one per storage precision asked for (a nested
     encoder one per prefix too), each scored and logged as its own run. `prefix_dims`: the sizes up to `dim`
-    whose prefix of the map's output is itself a reduction (a nested encoder's), empty for any other map."""
+    whose prefix of the map's output is itself a reduction (a nested encoder's), empty for any other map.
+    `code_bytes`: when what is stored is not the map's output but a code it is decoded from (a product
+    quantizer's), that code's bytes; the output is then compared as it is."""
 
     kind: str
     dim: int
     net: nn.Module
     precision: str = "float32"
     prefix_dims: tuple[int, ...] = ()
+    code_bytes: int | None = None
+
+    @property
+    def stored_form(self) -> str:
+        """What a vector is stored as, the run's `precision` tag: `precision`, or `codes` for a code."""
+        return "codes" if self.code_bytes is not None else self.precision
 
     @property
     def run_name(self) -> str:
@@ -87,6 +95,7 @@ class Reducer:
 
     kind: ClassVar[str]
     trains: ClassVar[bool] = False
+    reference: ClassVar[bool] = False  # another library's method, scored and charted beside ours: never a winner
     dim: int
     net: nn.Module
 
