@@ -59,6 +59,7 @@ def test_binary_packs_the_sign_bits_and_compares_by_hamming_distance():
 
 def test_float16_is_a_cast_and_float32_the_vectors_themselves():
     x = reduced_rows()
+    assert np.array_equal(StoredPrecision("float16").encode(x.numpy()), x.numpy().astype(np.float16))
     assert torch.equal(StoredPrecision.calibrated("float16", x).comparable(x), x.half().float())
     assert StoredPrecision.calibrated("float32", x).comparable(x) is x
 
