@@ -1,15 +1,21 @@
 """Storage precisions: int8 is sentence-transformers' calibrated recipe, binary its packed sign bits, and what a
 candidate is scored on is what a search over the stored vectors computes."""
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.project import store_uri
 from sentence_transformers.util.quantization import quantize_embeddings
 
 from simreduce.errors import SimreduceError
 from simreduce.precision import PRECISIONS, StoredPrecision
+from simreduce.reducers.base import apply_net, build_mlp
 from simreduce.scoring import EvalSettings
+from simreduce.tracking import TrackingStore
+from simreduce.tracking.registry import load_reducer
+from simreduce.tracking.runs import job_run
 
 N, DIM = 60, 13  # 13 bits: binary pads its second byte
 TRAIN = torch.arange(40)  # the rows int8 is calibrated on; the other 20 may fall outside their ranges
@@ -59,6 +65,7 @@ def test_binary_packs_the_sign_bits_and_compares_by_hamming_distance():
 
 def test_float16_is_a_cast_and_float32_the_vectors_themselves():
     x = reduced_rows()
+    assert np.array_equal(StoredPrecision("float16").encode(x.numpy()), x.numpy().astype(np.float16))
     assert torch.equal(StoredPrecision.calibrated("float16", x).comparable(x), x.half().float())
     assert StoredPrecision.calibrated("float32", x).comparable(x) is x
 
@@ -68,6 +75,29 @@ def test_bytes_per_vector_are_what_a_stored_vector_holds(name, expected):
     x = reduced_rows()
     stored = StoredPrecision.calibrated(name, x, TRAIN)
     assert stored.bytes_per_vector(DIM) == expected == stored.encode(x.numpy())[0].nbytes
+
+
+@pytest.mark.parametrize(
+    ("name", "dim"), [("float32", DIM), ("float16", DIM), ("int8", DIM), ("binary", DIM), ("binary", 16)]
+)
+def test_the_model_mlflow_serves_returns_what_compress_stores(project, monkeypatch, name, dim):
+    """`mlflow.pyfunc` runs the exported map and stored form (int8's constants inside the program) and gives the
+    very arrays compress writes from the weights file; MLflow loads it with pickle refused."""
+    x = torch.randn(N, 24, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    net = build_mlp(24, [16], dim)
+    stored = StoredPrecision.calibrated(name, apply_net(net, x).detach(), TRAIN)
+    store = TrackingStore.create(store_uri(project))
+    with job_run(store, store.experiment_id("served"), "candidate", {}) as run:
+        run.log_model(net, stored, x[:8])
+    model_uri = f"runs:/{run.run_id}/model"
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # MLflow checks the pt2 archive first
+    served = mlflow.pyfunc.load_model(model_uri).predict(x.numpy())
+    compressed = load_reducer(store, model_uri).reduce(x.numpy())
+    assert served.dtype == compressed.dtype == stored.dtype and served.shape == (N, stored.stored_width(dim))
+    assert np.array_equal(served, compressed)
+    (output,) = mlflow.models.get_model_info(model_uri).signature.outputs.inputs
+    assert output.type == stored.dtype and output.shape == (-1, stored.stored_width(dim))
 
 
 def test_an_unknown_precision_is_refused_in_one_line_naming_the_known_ones():

@@ -7,12 +7,15 @@ and `steps` ((maximum - minimum) / 255) over the training rows' reduced vectors,
 `floor((x - starts) / steps)` clipped to [0, 255] and shifted by -128, decoded as
 `(code + 128) * steps + starts` (its `_dequantize_embeddings`). binary is its "ubinary": the sign bits packed
 8 to a byte (`np.packbits(x > 0)`), compared as ±1 vectors, whose cosine is (dim - 2 * hamming) / dim.
+The stored form is computed once, in torch (`StoredForm`), so what compress writes and what the exported model
+MLflow serves returns are one computation.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from simreduce.errors import SimreduceError
 
@@ -71,14 +74,8 @@ class StoredPrecision:
 
     def encode(self, reduced: np.ndarray) -> np.ndarray:
         """[N, dim] float reduced vectors -> what is stored: [N, dim] float32/float16/int8, or [N, ceil(dim/8)]
-        uint8 packed sign bits."""
-        x = np.asarray(reduced, dtype=np.float32)
-        if self.name == "int8":
-            codes = np.clip(np.floor((x - self.starts) / self.steps), 0, INT8_LEVELS)
-            return (codes - 128).astype(np.int8)
-        if self.name == "binary":
-            return np.packbits(x > 0, axis=-1)
-        return x.astype(self.dtype)
+        uint8 packed sign bits; computed by `StoredForm`, the module the served model ends with."""
+        return StoredForm(self)(torch.from_numpy(np.ascontiguousarray(reduced, dtype=np.float32))).numpy()
 
     def decode(self, stored: np.ndarray, dim: int) -> np.ndarray:
         """What `encode` stored -> [N, dim] float32 vectors whose cosines are those a search over it computes."""
@@ -106,3 +103,26 @@ class StoredPrecision:
         if self.starts is None:
             return {}
         return {"starts": torch.from_numpy(self.starts), "steps": torch.from_numpy(self.steps)}
+
+
+class StoredForm(nn.Module):
+    """[N, dim] float32 reduced vectors -> what `precision` stores ([N, dim], or binary's [N, ceil(dim/8)]), as
+    the module the served model ends with (`torch.export` keeps int8's `starts` and `steps` as buffers): int8 codes
+    `clip(floor((x - starts) / steps), 0, 255) - 128`, binary's sign bits `x > 0` packed 8 to a byte with the
+    first bit highest and zeros after the last (`np.packbits`), float16 a cast, float32 the vectors themselves."""
+
+    def __init__(self, precision: StoredPrecision):
+        super().__init__()
+        self.precision = precision.name
+        for name, constant in precision.constants().items():
+            self.register_buffer(name, constant.to(torch.float32, copy=True))
+
+    def forward(self, reduced: torch.Tensor) -> torch.Tensor:
+        if self.precision == "int8":
+            codes = torch.floor((reduced - self.starts) / self.steps).clamp(0, INT8_LEVELS)
+            return (codes - 128).to(torch.int8)
+        if self.precision == "binary":
+            bits = nn.functional.pad((reduced > 0).to(torch.uint8), (0, -reduced.shape[1] % 8))
+            place = 2 ** torch.arange(7, -1, -1, device=reduced.device)  # 128, 64, ..., 1: the first bit highest
+            return (bits.unflatten(1, (-1, 8)) * place).sum(dim=-1).to(torch.uint8)
+        return reduced.to(torch.float16 if self.precision == "float16" else torch.float32)

@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
 from simreduce.errors import StopRequested
-from simreduce.precision import StoredPrecision
+from simreduce.precision import StoredForm, StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
 from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_FILE
 from simreduce.tracking.store import TrackingStore
@@ -119,21 +119,22 @@ class JobRun:
         self, module: torch.nn.Module, stored: StoredPrecision, example: torch.Tensor, prefix_dims: tuple[int, ...] = ()
     ) -> None:
         """The reducer as an MLflow PyTorch model, exported (pt2, no pickle) with signature and input example,
-        for any MLflow user (its float32 map, whatever the candidate's precision); and, for `simreduce
-        compress`, its layer spec with the stored precision (the model's `simreduce` metadata) and tensors with
-        the precision's calibration constants (`extra_files/weights.safetensors`), which rebuild it without
-        running any code."""
+        for any MLflow user: its map followed by its stored form (`StoredForm`), so it returns what compress
+        writes; and, for `simreduce compress`, its layer spec with the stored precision (the model's `simreduce`
+        metadata) and tensors with the precision's calibration constants (`extra_files/weights.safetensors`),
+        which rebuild it without running any code."""
         from mlflow.models import infer_signature
 
         module = module.cpu().eval()
+        served = torch.nn.Sequential(module, StoredForm(stored)).eval()
         example = example.cpu()
         with torch.no_grad():
-            signature = infer_signature(example.numpy(), module(example).numpy())
+            signature = infer_signature(example.numpy(), served(example).numpy())
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / WEIGHTS_FILE
             save_weights(module, weights, stored)
             pytorch_flavour().log_model(
-                module,
+                served,
                 name="model",
                 signature=signature,
                 input_example=example[:2].numpy(),
