@@ -1,10 +1,9 @@
 """Shared fixtures: a tiny random Llama and its words file, built once per session, and a private project root."""
 
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers.project import store_uri
+from helpers.project import seed_store, store_uri
 from helpers.tiny_model import WORDS, build_tiny_llama
 
 from simreduce.tracking import TrackingStore
@@ -34,6 +33,4 @@ def empty_store(tmp_path_factory) -> Path:
 def project(tmp_path, monkeypatch, empty_store) -> Path:
     """A private project root: its own (empty) MLflow store and vector cache."""
     monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(empty_store, tmp_path / "mlruns" / "mlflow.db")
-    return tmp_path
+    return seed_store(tmp_path, empty_store)

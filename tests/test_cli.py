@@ -46,7 +46,7 @@ def user_error(capsys, argv: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_sweep_select_compress_round_trip(tmp_path, monkeypatch, capsys, tiny_llama, words_file):
+def test_sweep_select_compress_round_trip(project, tmp_path, monkeypatch, capsys, tiny_llama, words_file):
     # %f: were the sweep dir resolved twice, jobs and callback would disagree on the sweep id
     sweep_dir = f"'{tmp_path}/multirun/${{now:%H-%M-%S-%f}}'"
     sweep = run_python(

@@ -36,7 +36,9 @@ def final_metric_keys(run) -> set[str]:
 
 
 @pytest.mark.slow
-def test_comparison_sweep_lands_one_run_per_reducer_and_dim_with_the_same_metrics(tmp_path, tiny_llama, words_file):
+def test_comparison_sweep_lands_one_run_per_reducer_and_dim_with_the_same_metrics(
+    project, tmp_path, tiny_llama, words_file
+):
     args = ["train.py", "-m", f"encoder={','.join(REDUCERS)}", f"encoder.dim={','.join(map(str, DIMS))}"]
     proc = run_python(
         [*args, *shared_overrides(tiny_llama, words_file), f"hydra.sweep.dir={tmp_path / 'multirun'}"], tmp_path

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.project import PROJECT_ROOT, project_env, run_python, store_runs
+from helpers.project import PROJECT_ROOT, project_env, run_python, seed_store, store_runs
 from helpers.reducers import low_rank_vectors
 from safetensors.torch import load_file
 from test_texts import TEXTS
@@ -56,13 +56,13 @@ def test_a_rows_share_is_contiguous_and_the_shares_are_the_rows():
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp_path):
+def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp_path, empty_store):
     path = tmp_path / "vectors.npy"
     np.save(path, low_rank_vectors(300, 32, rank=8).numpy())
     args = ["data=vectors", f"data.path={path}", "encoder.dim=8", *TRAIN]
-    one = run_python(["train.py", *args], tmp_path / "one")
+    one = run_python(["train.py", *args], seed_store(tmp_path / "one", empty_store))
     assert one.returncode == 0, one.stderr[-3000:]
-    two = torchrun(args, tmp_path / "two")
+    two = torchrun(args, seed_store(tmp_path / "two", empty_store))
     assert two.returncode == 0, two.stderr[-3000:]
 
     expected, found = logged_weights(tmp_path / "one"), logged_weights(tmp_path / "two")
@@ -82,7 +82,7 @@ def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp
 
 
 @pytest.mark.slow
-def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, tiny_llama):
+def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, tiny_llama, empty_store):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"{text} Take {i}.\n" for i in range(5) for text in TEXTS))  # 30: shares of 15
     args = [
@@ -94,9 +94,9 @@ def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, ti
         "encoder.dim=4",
         *TRAIN,
     ]
-    one = run_python(["train.py", *args], tmp_path / "one")
+    one = run_python(["train.py", *args], seed_store(tmp_path / "one", empty_store))
     assert one.returncode == 0, one.stderr[-3000:]
-    two = torchrun(args, tmp_path / "two")
+    two = torchrun(args, seed_store(tmp_path / "two", empty_store))
     assert two.returncode == 0, two.stderr[-3000:]
 
     (expected_file,) = (tmp_path / "one" / ".cache" / "vectors").glob("*.safetensors")
@@ -110,7 +110,7 @@ def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_a_rank_that_fails_ends_the_run_failed_and_every_process_non_zero(tmp_path):
+def test_a_rank_that_fails_ends_the_run_failed_and_every_process_non_zero(project, tmp_path):
     path = tmp_path / "vectors.npy"
     np.save(path, low_rank_vectors(300, 32, rank=8).numpy())
     failed = torchrun(

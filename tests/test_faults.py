@@ -40,7 +40,7 @@ def start_and_wait_until_training(args: list[str], root: Path, run_name: str) ->
 
 @pytest.mark.slow
 def test_failing_job_is_marked_failed_oversized_ones_are_skipped_and_the_sweep_goes_on(
-    tmp_path, tiny_llama, words_file
+    project, tmp_path, tiny_llama, words_file
 ):
     # lbfgs on mini-batches fails inside its run; dim 40 is no reduction of the 32-d tiny model: no run at all.
     sweep = ["encoder.dim=4,40", "encoder.optimizer=lbfgs,auto", "data.batch_size=8"]
@@ -64,7 +64,7 @@ def test_failing_job_is_marked_failed_oversized_ones_are_skipped_and_the_sweep_g
 
 
 @pytest.mark.slow
-def test_sigterm_ends_the_run_killed(tmp_path, tiny_llama, words_file):
+def test_sigterm_ends_the_run_killed(project, tmp_path, tiny_llama, words_file):
     args = tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=4", *LONG_TRAINING)
     proc = start_and_wait_until_training(args, tmp_path, "cosine-d0004")
     proc.send_signal(signal.SIGTERM)
@@ -76,7 +76,7 @@ def test_sigterm_ends_the_run_killed(tmp_path, tiny_llama, words_file):
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_without_redoing_finished_sizes(tmp_path, tiny_llama, words_file):
+def test_killed_sweep_resumes_without_redoing_finished_sizes(project, tmp_path, tiny_llama, words_file):
     # Every call runs the same config per size (so a resumed job matches its killed one): a few hundred
     # steps, seconds of training, time enough to be killed once the first losses are logged.
     def sweep(dims: str) -> list[str]:

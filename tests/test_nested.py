@@ -119,7 +119,7 @@ def test_compress_dim_names_the_prefixes_or_says_the_model_is_not_nested():
 
 @pytest.mark.slow
 def test_a_nested_sweep_logs_one_child_run_per_prefix_and_compress_cuts_the_model(
-    tmp_path, capsys, tiny_llama, words_file
+    project, tmp_path, capsys, tiny_llama, words_file
 ):
     overrides = ["encoder=nested", "encoder.dims=[2,4,8]", "tracking.log_model=true"]
     sweep = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "multirun", *overrides), tmp_path)
