@@ -1,11 +1,12 @@
-"""Two jobs at once (Hydra's joblib launcher) on a fresh MLflow store and vector cache: no race."""
+"""Two jobs at once (Hydra's joblib launcher) on a fresh vector cache: no race. (The MLflow store is made
+before any job starts, by the sweep's start callback, so the jobs share an existing one.)"""
 
 import pytest
 from helpers.project import job_runs, run_python, store_runs, tiny_sweep
 
 
 @pytest.mark.slow
-def test_two_job_joblib_sweep_embeds_once_and_finishes_both_runs(tmp_path, tiny_llama, words_file):
+def test_two_job_joblib_sweep_embeds_once_and_finishes_both_runs(project, tmp_path, tiny_llama, words_file):
     sweep_dir = tmp_path / "multirun"
     proc = run_python(
         tiny_sweep(
