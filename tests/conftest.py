@@ -9,12 +9,6 @@ from helpers.tiny_model import WORDS, build_tiny_llama
 from simreduce.tracking import TrackingStore
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end runs first: pytest-xdist's workers start on them side by side and the quick tests fill in
-    after, instead of one long run left to finish alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
