@@ -7,6 +7,8 @@ import torch
 from common import anisotropic_vectors, compose_config, print_table
 
 from simreduce.evaluation import difference_stats, pair_similarities, retrieval_recall
+from simreduce.precision import StoredPrecision
+from simreduce.scoring import EvalSettings, OriginalSide, score_reduction
 
 
 def time_evaluation(n: int, d: int, projection: torch.Tensor, cfg) -> dict:
@@ -37,6 +39,30 @@ def time_recall(n: int, d: int, projection: torch.Tensor, cfg) -> dict:
     return {"n": n, "queries": len(queries), "seconds": time.perf_counter() - started}
 
 
+def time_candidates(n: int, d: int, dims: list[int], cfg) -> dict:
+    """Seconds to score a nested job's candidates (each prefix of one map, at float32 and int8) against one
+    original side, and against a fresh one per candidate as before it was shared."""
+    original = anisotropic_vectors(n, d)
+    whole = original @ (torch.randn(d, max(dims), generator=torch.Generator().manual_seed(1)) / d**0.5)
+    train_idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: int(0.8 * n)]
+    val_idx = torch.tensor(sorted(set(range(n)) - set(train_idx.tolist())))
+    settings = EvalSettings(**{k: cfg.eval[k] for k in ("max_exact_n", "n_sampled_pairs", "max_queries", "recall_k")})
+    stored = [
+        StoredPrecision.calibrated(p, whole[:, :dim], train_idx).comparable(whole[:, :dim])
+        for dim in dims
+        for p in ("float32", "int8")
+    ]
+    seconds = {}
+    for mode in ("fresh", "shared"):
+        started = time.perf_counter()
+        shared = OriginalSide(original, train_idx, val_idx, settings)
+        for reduced in stored:
+            side = shared if mode == "shared" else OriginalSide(original, train_idx, val_idx, settings)
+            score_reduction(side, reduced, bytes_per_vector=4 * reduced.shape[1])
+        seconds[mode] = time.perf_counter() - started
+    return {"n": n, "candidates": len(stored), **seconds}
+
+
 def run(sizes: list[int], d: int, dim: int) -> list[dict]:
     cfg = compose_config([])
     projection = torch.randn(d, dim, generator=torch.Generator().manual_seed(1)) / d**0.5
@@ -65,5 +91,22 @@ def run(sizes: list[int], d: int, dim: int) -> list[dict]:
         [[f"{r['n']:,}", r["queries"], f"{r['seconds']:.2f}"] for r in recall],
         note="Exact, in blocks of queries whose [block, N] similarities hold at most 2**24 entries. Goal: 1,000 "
         "queries against 100,000 vectors within 5 s per candidate.",
+    )
+    dims = [16, 32, 64, 128, 256]
+    jobs = [time_candidates(n, d, dims, cfg) for n in (8_192, 50_000)]
+    print_table(
+        f"A nested job's {2 * len(dims)} candidates (prefixes {dims} x float32, int8) scored, {d}-d original",
+        ["N", "candidates", "fresh original side each (s)", "one shared original side (s)", "ratio"],
+        [
+            [
+                f"{j['n']:,}",
+                j["candidates"],
+                f"{j['fresh']:.1f}",
+                f"{j['shared']:.1f}",
+                f"{j['fresh'] / j['shared']:.2f}x",
+            ]
+            for j in jobs
+        ],
+        note="Shared: the original pairs, neighbour samples, search truths and spectra are computed once per job.",
     )
     return results

@@ -110,3 +110,20 @@ def test_retrieval_recall_is_the_same_in_any_block_size_and_never_counts_the_que
     duplicate = torch.cat([x[:1], x])  # row 0 and row 1 are the same vector: each is the other's nearest
     assert retrieval_recall(duplicate, duplicate, torch.tensor([0]), [1]) == {1: 1.0}
     assert retrieval_recall(x[:5], x[:5], torch.arange(5), [10]) == {}  # fewer other rows than k
+
+
+@pytest.mark.parametrize("levels", [None, 5])  # continuous similarities, and few values with many ties (binary)
+def test_spearman_from_ranks_computed_once_is_scipys(levels):
+    from scipy.stats import spearmanr
+
+    from simreduce.evaluation import PairSimilarities, similarity_ranks
+
+    rng = np.random.default_rng(0)
+    original = rng.normal(size=5000).astype(np.float32)
+    reduced = original + rng.normal(scale=0.5, size=5000).astype(np.float32)
+    if levels:
+        reduced = np.round(reduced * levels / 4) / levels
+    pairs = PairSimilarities(original, reduced, sampled=False)
+    expected = spearmanr(original, reduced).statistic
+    assert similarity_spearman(pairs) == pytest.approx(expected, rel=1e-12)
+    assert similarity_spearman(pairs, similarity_ranks(original)) == pytest.approx(expected, rel=1e-12)

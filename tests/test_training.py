@@ -11,16 +11,21 @@ from helpers.project import (
 )
 from mlflow.models import Model
 
+from simreduce import job
 from simreduce.job import run_job
+from simreduce.reducers.base import apply_net
 from simreduce.tracking.registry import SPEC_KEY
 
 STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "p99"]
 
 
-def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file):
+def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file, monkeypatch):
     default = f"eval.precisions=[{','.join(compose_config([]).eval.precisions)}]"  # float32, int8
     overrides = [*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true", default]
+    maps_applied = []
+    monkeypatch.setattr(job, "apply_net", lambda net, vectors: maps_applied.append(net) or apply_net(net, vectors))
     score = run_job(compose_config(overrides))
+    assert len(maps_applied) == 1  # the float32 and int8 candidates share their map's output
     runs = store_runs(project)
     assert list(runs["tags.mlflow.runName"]) == ["cosine-d0008", "cosine-d0008-int8"]
     run, int8 = runs.iloc[0], runs.iloc[1]

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from simreduce.losses import EPS
-from simreduce.spectrum import cosine_spectrum, row_blocks, row_mean, spectrum
+from simreduce.spectrum import Spectrum, cosine_spectrum, row_blocks, row_mean, spectrum
 
 PAIR_SETS = ("fit", "heldout")
-SAMPLE_BLOCK = 256  # sampled pairs come in blocks of up to SAMPLE_BLOCK^2 (see _sampled_pairs)
+SAMPLE_BLOCK = 256  # sampled pairs come in blocks of up to SAMPLE_BLOCK^2 (see _sampled_side)
 
 
 @dataclass
@@ -54,39 +54,39 @@ def _in_set(name: str, is_train_i: torch.Tensor, is_train_j: torch.Tensor) -> to
     return both_train if name == "fit" else ~both_train
 
 
-def _exact_pairs(xo, xr, is_train, name, block_rows) -> tuple[np.ndarray, np.ndarray]:
-    n = xo.shape[0]
+def _exact_side(unit: torch.Tensor, is_train: torch.Tensor, name: str, block_rows: int) -> np.ndarray:
+    """The cosines of every pair i < j of the set `name` among [N, w] L2-normalised rows, a block of rows at a time."""
+    n = unit.shape[0]
     cols = torch.arange(n)
-    originals, reduceds = [], []
+    found = []
     for start in range(0, n, block_rows):
         rows = torch.arange(start, min(start + block_rows, n))
         mask = (cols[None, :] > rows[:, None]) & _in_set(name, is_train[rows][:, None], is_train[None, :])
-        originals.append((xo[rows] @ xo.T)[mask].float())
-        reduceds.append((xr[rows] @ xr.T)[mask].float())
-    return torch.cat(originals).numpy(), torch.cat(reduceds).numpy()
+        found.append((unit[rows] @ unit.T)[mask].float())
+    return torch.cat(found).numpy()
 
 
-def _sampled_pairs(original, reduced, is_train, name, n_pairs, seed) -> tuple[np.ndarray, np.ndarray]:
-    """`n_pairs` seeded pairs of the set `name`, drawn a block at a time: two sets of SAMPLE_BLOCK rows drawn
-    uniformly, and every pair between them that is in the set (i != j).
+def _sampled_side(vectors: torch.Tensor, is_train: torch.Tensor, name: str, n_pairs: int, seed: int) -> np.ndarray:
+    """The cosines of `n_pairs` seeded pairs of the set `name` among [N, w] rows, drawn a block at a time: two
+    sets of SAMPLE_BLOCK rows drawn uniformly, and every pair between them that is in the set (i != j). The
+    same seed draws the same pairs whatever the rows, so each side of a comparison is computed on its own.
 
     Each pair is uniform over the set's pairs, as when drawn one by one, but a block's cosines are one matrix
     product of 2 x SAMPLE_BLOCK gathered rows instead of two gathered rows per pair: at 100k x 2048 that moved
     32 GB through memory for 2M pairs and took 10 s.
     """
-    n = original.shape[0]
+    n = vectors.shape[0]
     generator = torch.Generator().manual_seed(seed)
-    originals, reduceds, found = [], [], 0
-    while found < n_pairs:
+    found, count = [], 0
+    while count < n_pairs:
         i = torch.randint(n, (SAMPLE_BLOCK,), generator=generator)
         j = torch.randint(n, (SAMPLE_BLOCK,), generator=generator)
         keep = (i[:, None] != j[None, :]) & _in_set(name, is_train[i][:, None], is_train[j][None, :])
-        keep &= keep.flatten().cumsum(0).view_as(keep) <= n_pairs - found  # the last block only tops up
-        for x, out in ((original, originals), (reduced, reduceds)):
-            rows_i, rows_j = (F.normalize(x[rows].double(), dim=1, eps=EPS) for rows in (i, j))
-            out.append((rows_i @ rows_j.T)[keep].float())
-        found += int(keep.sum())
-    return torch.cat(originals).numpy(), torch.cat(reduceds).numpy()
+        keep &= keep.flatten().cumsum(0).view_as(keep) <= n_pairs - count  # the last block only tops up
+        rows_i, rows_j = (F.normalize(vectors[rows].double(), dim=1, eps=EPS) for rows in (i, j))
+        found.append((rows_i @ rows_j.T)[keep].float())
+        count += int(keep.sum())
+    return torch.cat(found).numpy()
 
 
 @torch.no_grad()
@@ -105,11 +105,35 @@ def pair_similarities(
     (`max_exact_n`² / 2 or `n_sampled_pairs`) and by [`block_rows`, N] or [SAMPLE_BLOCK, D] work tensors,
     never by N² or a float64 copy of a large `original`.
     """
-    n = original.shape[0]
+    sides = [
+        side_similarities(x, train_idx, max_exact_n, n_sampled_pairs, seed, block_rows) for x in (original, reduced)
+    ]
+    return pair_sets(*sides, sampled=len(original) > max_exact_n)
+
+
+def pair_sets(
+    original: dict[str, np.ndarray], reduced: dict[str, np.ndarray], sampled: bool
+) -> dict[str, PairSimilarities]:
+    """Each pair set's similarities on both sides (from `side_similarities` with the same settings) joined."""
+    return {name: PairSimilarities(original[name], reduced[name], sampled) for name in original}
+
+
+@torch.no_grad()
+def side_similarities(
+    vectors: torch.Tensor,
+    train_idx: torch.Tensor,
+    max_exact_n: int = 8192,
+    n_sampled_pairs: int = 1_000_000,
+    seed: int = 0,
+    block_rows: int = 256,
+) -> dict[str, np.ndarray]:
+    """[N, w] vectors -> the cosines of the `fit` and `heldout` pairs (sets without pairs left out): every pair
+    up to `max_exact_n` rows, a seeded sample above, the same pairs for any vectors of N rows. One side of
+    `pair_similarities`, so a job computes the original side once for all its candidates."""
+    n = vectors.shape[0]
     exact = n <= max_exact_n
     if exact:
-        xo = F.normalize(original.double(), dim=1, eps=EPS)
-        xr = F.normalize(reduced.double(), dim=1, eps=EPS)
+        unit = F.normalize(vectors.double(), dim=1, eps=EPS)
     is_train = torch.zeros(n, dtype=torch.bool)
     is_train[train_idx] = True
     n_train = int(is_train.sum())
@@ -117,27 +141,34 @@ def pair_similarities(
         "fit": n_train * (n_train - 1) // 2,
         "heldout": n * (n - 1) // 2 - n_train * (n_train - 1) // 2,
     }
-    result = {}
-    for name in PAIR_SETS:
-        if n_pairs[name] == 0:
-            continue
-        if exact:
-            o, r = _exact_pairs(xo, xr, is_train, name, block_rows)
-        else:
-            count = min(n_sampled_pairs, n_pairs[name])
-            o, r = _sampled_pairs(original, reduced, is_train, name, count, seed)
-        result[name] = PairSimilarities(o, r, sampled=not exact)
-    return result
+    return {
+        name: _exact_side(unit, is_train, name, block_rows)
+        if exact
+        else _sampled_side(vectors, is_train, name, min(n_sampled_pairs, n_pairs[name]), seed)
+        for name in PAIR_SETS
+        if n_pairs[name] > 0
+    }
 
 
 NEIGHBOURS = 10
 
 
-def similarity_spearman(pairs: PairSimilarities) -> float:
-    """Rank correlation of original and reduced similarities: 1 when the reducer keeps their order."""
-    from scipy.stats import spearmanr
+def similarity_spearman(pairs: PairSimilarities, original_ranks: np.ndarray | None = None) -> float:
+    """Rank correlation of original and reduced similarities: 1 when the reducer keeps their order. Spearman's
+    rho as scipy's `spearmanr` computes it, the Pearson correlation of average ranks; `original_ranks`, the
+    original side's (`similarity_ranks`), when a job ranked them once for all its candidates: ranking 27M
+    pairs (8,192 words) takes seconds a side."""
+    if original_ranks is None:
+        original_ranks = similarity_ranks(pairs.original)
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN, as spearmanr's, when a side is constant
+        return float(np.corrcoef(original_ranks, similarity_ranks(pairs.reduced))[0, 1])
 
-    return float(spearmanr(pairs.original, pairs.reduced).statistic)
+
+def similarity_ranks(similarities: np.ndarray) -> np.ndarray:
+    """Ranks 1..P of [P] similarities, ties sharing their average rank (scipy's `rankdata`)."""
+    from scipy.stats import rankdata
+
+    return rankdata(similarities)
 
 
 def neighbour_subset(indices: torch.Tensor, max_words: int, seed: int) -> torch.Tensor:
@@ -178,21 +209,32 @@ def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NE
 
 @torch.no_grad()
 def retrieval_recall(
-    original: torch.Tensor, reduced: torch.Tensor, queries: torch.Tensor, ks: list[int], max_block: int = 2**24
+    original: torch.Tensor,
+    reduced: torch.Tensor,
+    queries: torch.Tensor,
+    ks: list[int],
+    max_block: int = 2**24,
+    truth: torch.Tensor | None = None,
 ) -> dict[int, float]:
     """The search yardstick: each query row of `queries` searches all other rows of the corpus; recall@k is
-    the share of its true top k (by cosine of `original` [N, D]) that the `reduced` [N, dim] rows also rank in
-    their top k, averaged over the queries. Exact; the corpus is read in blocks of rows whose [queries, block]
-    similarities hold at most `max_block` entries, so neither an N x N matrix nor a normalised copy of a
-    (memory-mapped) `original` is ever made."""
-    n, k_max = len(original), max(ks)
-    if n - 1 < k_max:
+    the share of its true top k (by cosine of `original` [N, D]; `truth`, when `true_neighbours` found them
+    already) that the `reduced` [N, dim] rows also rank in their top k, averaged over the queries. Exact; the
+    corpus is read in blocks of rows whose [queries, block] similarities hold at most `max_block` entries, so
+    neither an N x N matrix nor a normalised copy of a (memory-mapped) `original` is ever made."""
+    k_max = max(ks)
+    if len(original) - 1 < k_max:
         return {}
-    truth, retrieved = (
-        _top_k(x, queries, k_max, max(k_max + 1, max_block // len(queries))) for x in (original, reduced)
-    )
+    if truth is None:
+        truth = true_neighbours(original, queries, k_max, max_block)
+    retrieved = true_neighbours(reduced, queries, k_max, max_block)
     hits = {k: (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k for k in ks}
     return {k: hits[k] / len(queries) for k in ks}
+
+
+def true_neighbours(vectors: torch.Tensor, queries: torch.Tensor, k: int, max_block: int = 2**24) -> torch.Tensor:
+    """[Q, k] indices of each query row's k most cosine-similar other rows of [N, w] `vectors`, best first,
+    reading blocks of rows whose [Q, block] similarities hold at most `max_block` entries."""
+    return _top_k(vectors, queries, k, max(k + 1, max_block // len(queries)))
 
 
 def _top_k(vectors: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int) -> torch.Tensor:
@@ -213,7 +255,7 @@ def _top_k(vectors: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int
 
 
 @torch.no_grad()
-def eckart_young_bound(vectors: torch.Tensor, dim: int) -> float:
+def eckart_young_bound(vectors: torch.Tensor, dim: int, found: Spectrum | None = None) -> float:
     """[N, D] vectors -> MSE over pairs i<j of the best rank-`dim` approximation S_d of their cosine matrix S.
 
     A floor for any `dim`-dimensional embedding: its cosine matrix has rank <= dim and an exact unit
@@ -223,7 +265,7 @@ def eckart_young_bound(vectors: torch.Tensor, dim: int) -> float:
     (singular values to the 4th) and the diagonal's is sum_i (|x_i|^2 - |P x_i|^2)^2. Memory O(D^2), never O(N^2).
     """
     n = vectors.shape[0]
-    found = cosine_spectrum(vectors)
+    found = cosine_spectrum(vectors) if found is None else found  # computed once for every dim by a caller
     full_error = found.singular_values[dim:].pow(4).sum()
     top = found.axes[:dim].T
     diagonal_error = sum(
@@ -232,7 +274,13 @@ def eckart_young_bound(vectors: torch.Tensor, dim: int) -> float:
     return max(float(full_error - diagonal_error) / (n * (n - 1)), 0.0)
 
 
-def pca_explained_variance(vectors: torch.Tensor, dim: int) -> float:
-    """Share of the variance of [N, D] vectors that their top `dim` (centred) principal components keep."""
-    variances = spectrum(vectors, shift=-row_mean(vectors)).singular_values.square()
+def pca_explained_variance(vectors: torch.Tensor, dim: int, found: Spectrum | None = None) -> float:
+    """Share of the variance of [N, D] vectors that their top `dim` (centred) principal components keep
+    (`found`: their centred spectrum, computed once for every dim)."""
+    variances = (centred_spectrum(vectors) if found is None else found).singular_values.square()
     return float(variances[:dim].sum() / variances.sum())
+
+
+def centred_spectrum(vectors: torch.Tensor) -> Spectrum:
+    """The spectrum of [N, D] vectors less their mean: PCA's."""
+    return spectrum(vectors, shift=-row_mean(vectors))

@@ -4,6 +4,7 @@ The vectors come first, with nothing heavier than torch, Lightning and transform
 or an unloadable model fails before MLflow is imported or a run is opened.
 """
 
+import functools
 import logging
 import signal
 import time
@@ -11,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
@@ -23,7 +25,8 @@ from simreduce.data import VectorDataModule, load_data
 from simreduce.errors import SimreduceError, StopRequested, find_user_error
 from simreduce.paths import project_root
 from simreduce.precision import StoredPrecision
-from simreduce.reducers.base import Candidate, Reducer, is_positive_int, run_name
+from simreduce.reducers.base import Candidate, Reducer, apply_net, is_positive_int, run_name
+from simreduce.scoring import OriginalSide
 from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
 
 log = logging.getLogger(__name__)
@@ -208,14 +211,19 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
         train_seconds = time.perf_counter() - started
         job_candidate, *others = reducer.candidates(settings.candidate_precisions)
         run.set_tag("precision", job_candidate.stored_form)
-        metrics = log_candidate(run, job_candidate, datamodule, settings, log_model)
+        # Scored against one original side, and each map applied once: its precisions share its output.
+        original = OriginalSide(
+            datamodule.vectors, datamodule.train_idx, datamodule.val_idx, settings, datamodule.fit_idx
+        )
+        reduce = functools.cache(lambda net: apply_net(net, datamodule.vectors))
+        metrics = log_candidate(run, job_candidate, reduce(job_candidate.net), datamodule, original, log_model)
         run.log_metrics({"train_seconds": train_seconds})
         scores = [f"score={run_score(metrics):.5f}"]
         for candidate in others:  # children of the job's run, which stays MLflow's active run meanwhile
             child_tags = tags | {"precision": candidate.stored_form, JOB_RUN_TAG: "false"}
             with runs.job_run(store, experiment_id, candidate.run_name, child_tags, nested=True) as child:
                 log_setup(child, cfg, datamodule, candidate.dim)
-                child_metrics = log_candidate(child, candidate, datamodule, settings, log_model)
+                child_metrics = log_candidate(child, candidate, reduce(candidate.net), datamodule, original, log_model)
             label = candidate.run_name.removeprefix(f"{name}-").removeprefix(f"{kind}-")  # int8, d0016, d0016-int8
             scores.append(f"{label} score={run_score(child_metrics):.5f}")
 
@@ -256,24 +264,24 @@ def log_setup(run, cfg: DictConfig, datamodule: VectorDataModule, dim: int | Non
     )
 
 
-def log_candidate(run, candidate: Candidate, datamodule: VectorDataModule, settings, log_model: bool) -> dict:
-    """Score `candidate` as it would be stored (int8 calibrated on the rows a fit sees) on every pair set and
-    log its metrics, the study's three charts, the arrays the sweep's charts are drawn from, and (`log_model`)
-    its map and stored form as an MLflow model. Returns the metrics."""
+def log_candidate(
+    run,
+    candidate: Candidate,
+    reduced: torch.Tensor,
+    datamodule: VectorDataModule,
+    original: OriginalSide,
+    log_model: bool,
+) -> dict:
+    """Score `candidate` (its map's output `reduced`) as it would be stored (int8 calibrated on the rows a fit
+    sees) against the job's `OriginalSide` on every pair set and log its metrics, the study's three charts, the
+    arrays the sweep's charts are drawn from, and (`log_model`) its map and stored form as an MLflow model.
+    Returns the metrics."""
     from simreduce import plots
-    from simreduce.scoring import score_reduction
+    from simreduce.scoring import score_reduction  # looked up per call: bench/timed_run.py times it
 
-    reduced = candidate.transform(datamodule.vectors)
     stored = StoredPrecision.calibrated(candidate.precision, reduced, datamodule.fit_idx)
-    scores = score_reduction(
-        datamodule.vectors,
-        stored.comparable(reduced),
-        datamodule.train_idx,
-        datamodule.val_idx,
-        settings,
-        datamodule.fit_idx,
-        bytes_per_vector=candidate.code_bytes or stored.bytes_per_vector(candidate.dim),
-    )
+    bytes_per_vector = candidate.code_bytes or stored.bytes_per_vector(candidate.dim)
+    scores = score_reduction(original, stored.comparable(reduced), bytes_per_vector=bytes_per_vector)
     raise_if_stop_requested()
     run.log_metrics(scores.metrics)
     fit = scores.pairs["fit"]

@@ -1,26 +1,35 @@
 """Every final metric of a candidate: the statistics of its differences, rank and neighbour agreement per pair
-set, and the reference figures (Eckart-Young floor, PCA's share) of the training rows."""
+set, and the reference figures (Eckart-Young floor, PCA's share) of the training rows. What the original
+vectors alone decide (their pairs' cosines, true neighbours, spectra) is an `OriginalSide`, computed once per
+job and shared by its candidates: a nested encoder's ten would otherwise redo it ten times."""
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import torch
 
 from simreduce.errors import SimreduceError
 from simreduce.evaluation import (
     PairSimilarities,
+    centred_spectrum,
     difference_stats,
     eckart_young_bound,
     neighbour_metrics,
     neighbour_subset,
-    pair_similarities,
+    pair_sets,
     pca_explained_variance,
     retrieval_recall,
+    side_similarities,
+    similarity_ranks,
     similarity_spearman,
+    true_neighbours,
 )
 from simreduce.precision import PRECISIONS, check_precisions
 from simreduce.reducers.base import is_positive_int
+from simreduce.spectrum import Spectrum, cosine_spectrum
 
 INPUT_BYTES = 4  # an input value, float32: what `compression_ratio` compares a stored vector with
 
@@ -63,53 +72,110 @@ class Scores:
     pairs: dict[str, PairSimilarities]
 
 
-def score_reduction(
-    vectors: torch.Tensor,
-    reduced: torch.Tensor,
-    train_idx: torch.Tensor,
-    val_idx: torch.Tensor,
-    settings: EvalSettings,
-    fit_idx: torch.Tensor | None = None,
-    *,
-    bytes_per_vector: int,
-) -> Scores:
-    """[N, D] vectors and their [N, dim] reduction (as stored: see `precision.StoredPrecision.comparable`),
-    stored in `bytes_per_vector` -> the candidate's metrics, and the pairs they came from.
+class OriginalSide:
+    """What scoring computes from the original [N, D] vectors alone: every candidate of a job is scored
+    against the same pairs, neighbours, search truths and spectra, so each is computed once, when first asked
+    for. Neighbour metrics of `fit` are among the training rows, those of `heldout` among the validation rows
+    alone, each on at most `max_neighbour_words` of them (a seeded sample, its size logged); search queries
+    are at most `max_queries` of each; the reference figures (`bound_ey`, PCA's share) are of the rows
+    `fit_idx` (default: every training row)."""
 
-    Neighbour metrics of `fit` are among the training rows, those of `heldout` among the validation rows
-    alone; each on at most `max_neighbour_words` of them (a seeded sample, its size logged). The reference
-    figures (`bound_ey`, PCA's share) are of the rows `fit_idx` (default: every training row).
-    """
+    def __init__(
+        self,
+        vectors: torch.Tensor,
+        train_idx: torch.Tensor,
+        val_idx: torch.Tensor,
+        settings: EvalSettings,
+        fit_idx: torch.Tensor | None = None,
+    ):
+        self.vectors = vectors
+        self.train_idx = train_idx
+        self.settings = settings
+        self.fit_idx = train_idx if fit_idx is None else fit_idx
+        self.rows = {"fit": train_idx, "heldout": val_idx}
+
+    @cached_property
+    def pairs(self) -> dict[str, np.ndarray]:
+        s = self.settings
+        return side_similarities(self.vectors, self.train_idx, s.max_exact_n, s.n_sampled_pairs, s.seed)
+
+    @cached_property
+    def pair_ranks(self) -> dict[str, np.ndarray]:
+        return {name: similarity_ranks(similarities) for name, similarities in self.pairs.items()}
+
+    @cached_property
+    def neighbour_words(self) -> dict[str, torch.Tensor]:
+        return {
+            name: neighbour_subset(rows, self.settings.max_neighbour_words, self.settings.seed)
+            for name, rows in self.rows.items()
+        }
+
+    @cached_property
+    def queries(self) -> dict[str, torch.Tensor]:
+        return {
+            name: neighbour_subset(rows, self.settings.max_queries, self.settings.seed)
+            for name, rows in self.rows.items()
+        }
+
+    @cached_property
+    def search_truths(self) -> dict[str, torch.Tensor]:
+        """Each pair set's queries' true top max(recall_k), where the corpus has that many other rows."""
+        k = max(self.settings.recall_k)
+        return {
+            name: true_neighbours(self.vectors, queries, k)
+            for name, queries in self.queries.items()
+            if len(queries) and len(self.vectors) - 1 >= k
+        }
+
+    @cached_property
+    def fit_vectors(self) -> torch.Tensor:
+        return self.vectors[self.fit_idx]  # a gathered copy: made once here
+
+    @cached_property
+    def cosine_spectrum(self) -> Spectrum:
+        return cosine_spectrum(self.fit_vectors)
+
+    @cached_property
+    def centred_spectrum(self) -> Spectrum:
+        return centred_spectrum(self.fit_vectors)
+
+    def reference_figures(self, dim: int, fit_rmse: float) -> dict[str, float]:
+        """What no `dim`-dimensional reduction of the rows a fit sees can beat (`bound_ey`), PCA's share of
+        their variance at `dim`, and how far above the bound a candidate's `fit_rmse` sits."""
+        bound = eckart_young_bound(self.fit_vectors, dim, self.cosine_spectrum)
+        figures = {
+            "bound_ey": bound,
+            "pca_explained_variance": pca_explained_variance(self.fit_vectors, dim, self.centred_spectrum),
+        }
+        if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with
+            figures["rmse_over_bound"] = fit_rmse / math.sqrt(bound)
+        return figures
+
+
+def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_vector: int) -> Scores:
+    """The [N, dim] reduction of `original`'s vectors (as stored: see `precision.StoredPrecision.comparable`),
+    stored in `bytes_per_vector` -> the candidate's metrics, and the pairs they came from."""
+    settings, vectors = original.settings, original.vectors
     dim = reduced.shape[1]
-    pairs = pair_similarities(
-        vectors, reduced, train_idx, settings.max_exact_n, settings.n_sampled_pairs, settings.seed
+    reduced_pairs = side_similarities(
+        reduced, original.train_idx, settings.max_exact_n, settings.n_sampled_pairs, settings.seed
     )
+    pairs = pair_sets(original.pairs, reduced_pairs, sampled=len(vectors) > settings.max_exact_n)
     metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
     metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
-    metrics |= {f"{name}/spearman": similarity_spearman(p) for name, p in pairs.items()}
-    for name, rows in {"fit": train_idx, "heldout": val_idx}.items():
-        subset = neighbour_subset(rows, settings.max_neighbour_words, settings.seed)
+    metrics |= {f"{name}/spearman": similarity_spearman(p, original.pair_ranks[name]) for name, p in pairs.items()}
+    for name, subset in original.neighbour_words.items():
         if found := neighbour_metrics(vectors[subset], reduced[subset]):
             metrics |= {f"{name}/{k}": v for k, v in found.items()} | {f"{name}/n_neighbour_words": len(subset)}
-    for name, rows in {"fit": train_idx, "heldout": val_idx}.items():
-        queries = neighbour_subset(rows, settings.max_queries, settings.seed)
-        if len(queries) and (recalls := retrieval_recall(vectors, reduced, queries, list(settings.recall_k))):
-            metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(queries)}
+    for name, truth in original.search_truths.items():
+        queries = original.queries[name]
+        recalls = retrieval_recall(vectors, reduced, queries, list(settings.recall_k), truth=truth)
+        metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(queries)}
     metrics |= {
         "compression_ratio": vectors.shape[1] * INPUT_BYTES / bytes_per_vector,
         "bytes_per_vector": bytes_per_vector,
-        "n_train_words": len(train_idx),
+        "n_train_words": len(original.train_idx),
     }
     if dim < vectors.shape[1]:  # a reduction; a code decoded back to the input's width has no size to bound
-        metrics |= reference_figures(vectors[train_idx if fit_idx is None else fit_idx], dim, metrics["fit/rmse"])
+        metrics |= original.reference_figures(dim, metrics["fit/rmse"])
     return Scores(metrics, pairs)
-
-
-def reference_figures(fit_vectors: torch.Tensor, dim: int, fit_rmse: float) -> dict[str, float]:
-    """What no `dim`-dimensional reduction of the [N, D] rows a fit sees can beat (`bound_ey`), PCA's share of
-    their variance at `dim`, and how far above the bound the candidate's `fit_rmse` sits."""
-    bound = eckart_young_bound(fit_vectors, dim)
-    figures = {"bound_ey": bound, "pca_explained_variance": pca_explained_variance(fit_vectors, dim)}
-    if bound > 0:  # zero when dim reaches the rank of the training vectors: nothing to compare with
-        figures["rmse_over_bound"] = fit_rmse / math.sqrt(bound)
-    return figures
