@@ -14,6 +14,7 @@ from simreduce.cli import main
 from simreduce.errors import SimreduceError
 from simreduce.losses import cosine_similarity_loss
 from simreduce.precision import StoredPrecision
+from simreduce.reducers.base import apply_net
 from simreduce.reducers.nested import NestedCosineEncoder
 from simreduce.reducers.weights import layer_spec, rebuild, save_weights
 from simreduce.tracking.registry import LoggedReducer
@@ -70,7 +71,7 @@ def test_the_prefixes_of_the_trained_map_are_exactly_the_candidates_and_the_serv
     assert sorted((c.dim, c.precision) for c in candidates) == [(d, p) for d in (2, 4, 8) for p in ("float32", "int8")]
     for candidate in candidates:  # the same weights; a narrower matmul may round the last bit differently
         assert torch.equal(candidate.net[-1].weight, encoder.net[-1].weight[: candidate.dim])
-        torch.testing.assert_close(candidate.transform(vectors), full[:, : candidate.dim], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(apply_net(candidate.net, vectors), full[:, : candidate.dim], rtol=1e-6, atol=1e-6)
         assert candidate.prefix_dims == tuple(d for d in (2, 4, 8) if d <= candidate.dim)
 
     # Logged whole with its int8 constants, then cut to a prefix by compress: the prefix's own map and calibration.
@@ -81,9 +82,9 @@ def test_the_prefixes_of_the_trained_map_are_exactly_the_candidates_and_the_serv
     served = LoggedReducer(net, rebuilt_stored, 16, 8, "run", whole.prefix_dims).prefix(4, "m")
     assert served.dim == 4 and served.prefix_dims == (2, 4)
     four = next(c for c in candidates if c.dim == 4)
-    expected = StoredPrecision.calibrated("int8", four.transform(vectors))
+    expected = StoredPrecision.calibrated("int8", apply_net(four.net, vectors))
     assert np.array_equal(served.stored.starts, expected.starts) and np.array_equal(served.stored.steps, expected.steps)
-    assert np.array_equal(served.reduce(vectors.numpy()), expected.encode(four.transform(vectors).numpy()))
+    assert np.array_equal(served.reduce(vectors.numpy()), expected.encode(apply_net(four.net, vectors).numpy()))
 
 
 @pytest.mark.parametrize(

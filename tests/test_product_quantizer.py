@@ -11,6 +11,7 @@ from helpers.project import artifact_paths, compose_config, store_runs, store_ur
 from simreduce.cli import main
 from simreduce.errors import SimreduceError
 from simreduce.job import run_job
+from simreduce.reducers.base import apply_net
 from simreduce.reducers.product_quantizer import CENTROIDS, ProductQuantizer
 from simreduce.tracking import TrackingStore
 
@@ -30,7 +31,7 @@ def test_the_codes_decode_to_the_directions_of_the_rows_they_code():
     reducer = ProductQuantizer(D, dim=4, opq_iterations=3).fit(x[:CENTROIDS])
     (candidate,) = reducer.candidates(["float32", "int8"])  # the codes are the stored form: no other precision
     assert (candidate.code_bytes, candidate.stored_form, candidate.run_name) == (4, "codes", "pq-d0004")
-    decoded = candidate.transform(x)  # held-out rows too: rows 256.. were not trained on
+    decoded = apply_net(candidate.net, x)  # held-out rows too: rows 256.. were not trained on
     assert decoded.shape == x.shape and decoded.dtype == torch.float32
     cosines = torch.nn.functional.cosine_similarity(decoded, x, dim=1)
     assert cosines.min() > 0.999  # not the rows themselves (they are not unit length), their directions

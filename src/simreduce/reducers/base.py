@@ -44,9 +44,6 @@ class Candidate:
         name = run_name(self.kind, self.dim)
         return name if self.precision == "float32" else f"{name}-{self.precision}"
 
-    def transform(self, vectors: torch.Tensor) -> torch.Tensor:
-        return apply_net(self.net, vectors)
-
 
 @torch.no_grad()
 def apply_net(net: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
