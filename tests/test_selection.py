@@ -289,6 +289,9 @@ def test_a_reference_run_is_ranked_and_shown_but_never_wins_under_either_rule():
     assert (by_tolerance.winner.encoder, by_tolerance.winner.dim) == ("cosine", 32)
     assert by_tolerance.table.run.iloc[0] == "pq-d0008"  # ranked first by its score all the same
     assert "reference" in text_table(by_tolerance.table).splitlines()[0]
+    fig = rate_distortion(by_tolerance.table)
+    assert {"pq (reference)", "cosine"} <= {line.get_label() for line in fig.axes[1].get_lines()}
+    plt.close(fig)
     sweep["heldout/recall_at_10"] = [0.99, 0.95, 0.97]
     by_target = select_winner(sweep, TOLERANCE, Target("heldout/recall_at_10", 0.9))
     assert (by_target.winner.encoder, by_target.winner.dim) == ("cosine", 16)  # pq is cheaper, and reaches it

@@ -102,9 +102,11 @@ def candidate_label(kind: str, dim: int, precision: str) -> str:
 
 
 def candidate_lines(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
-    """A selection table's rows grouped into one chart line per reducer and storage precision: (label, rows)."""
+    """A selection table's rows grouped into one chart line per reducer and storage precision: (label, rows);
+    a reference's label says it is one (it cannot win)."""
     for (kind, precision), rows in table.groupby(["encoder", "precision"], sort=True):
-        yield (kind if precision == "float32" else f"{kind} {precision}"), rows
+        label = kind if precision == "float32" else f"{kind} {precision}"
+        yield (f"{label} (reference)" if rows.reference.any() else label), rows
 
 
 METRIC_PANELS = {  # table column -> (panel title, log scale)
