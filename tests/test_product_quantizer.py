@@ -90,3 +90,13 @@ def test_a_pq_run_is_scored_at_its_bytes_charted_and_never_the_winner(project, c
         table = pd.read_csv(ranking).set_index("run")
     assert table.loc["pq-d0002", ["bytes", "precision", "reference", "winner"]].tolist() == [2, "codes", True, np.nan]
     assert table.loc["cosine-d0004-int8", ["bytes", "reference", "winner"]].tolist() == [4, False, "*"]
+
+
+def test_rows_are_coded_a_block_at_a_time_as_they_would_be_all_at_once(monkeypatch):
+    from simreduce.reducers import product_quantizer
+
+    x = prototypes_with_noise()
+    reducer = ProductQuantizer(D, dim=4, opq_iterations=3).fit(x)
+    whole = reducer.net(x)
+    monkeypatch.setattr(product_quantizer, "BLOCK_ROWS", 7)  # 320 rows: 45 full blocks and one of 5
+    torch.testing.assert_close(reducer.net(x), whole, rtol=0, atol=1e-6)  # BLAS rounds by block size

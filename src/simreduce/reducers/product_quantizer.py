@@ -17,6 +17,7 @@ from simreduce.reducers.base import Candidate, Reducer, check_dim
 
 CODE_BITS = 8  # per sub-quantizer: 256 centroids, one byte of code each
 CENTROIDS = 2**CODE_BITS
+BLOCK_ROWS = 65_536  # rows coded and decoded at a time
 
 
 def import_faiss():
@@ -38,8 +39,11 @@ class DecodedCodes(nn.Module):
         self.index = index
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
-        unit = nn.functional.normalize(vectors.float(), dim=1).numpy()
-        return torch.from_numpy(self.index.sa_decode(self.index.sa_encode(np.ascontiguousarray(unit))))
+        decoded = torch.empty(vectors.shape, dtype=torch.float32)
+        for start in range(0, len(vectors), BLOCK_ROWS):  # a block's normalised copy at a time, not the corpus's
+            unit = nn.functional.normalize(vectors[start : start + BLOCK_ROWS].float(), dim=1).numpy()
+            decoded[start : start + BLOCK_ROWS] = torch.from_numpy(self.index.sa_decode(self.index.sa_encode(unit)))
+        return decoded
 
 
 def quiet(quantizer):
