@@ -200,7 +200,7 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     tags["degenerate"] = str(reducer.dim >= len(datamodule.train_idx)).lower()
     tags["reference"] = str(reducer.reference).lower()
     log_model = cfg.tracking.log_model and not reducer.reference  # a reference has no served form
-    job_tags = tags | {"precision": "float32", JOB_RUN_TAG: "true"}
+    job_tags = tags | {JOB_RUN_TAG: "true"}  # its `precision` once its candidates say it (none yet: float32)
     # failures_shared: when another rank of a trainer=ddp job fails, its error is this run's.
     with runs.job_run(store, experiment_id, name, job_tags) as run, distributed.failures_shared():
         log_setup(run, cfg, datamodule)

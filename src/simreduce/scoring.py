@@ -96,8 +96,15 @@ class OriginalSide:
 
     @cached_property
     def pairs(self) -> dict[str, np.ndarray]:
+        return self._side(self.vectors)
+
+    def paired_with(self, reduced: torch.Tensor) -> dict[str, PairSimilarities]:
+        """The same pairs' cosines among the [N, dim] `reduced` rows, beside the original ones."""
+        return pair_sets(self.pairs, self._side(reduced), sampled=len(self.vectors) > self.settings.max_exact_n)
+
+    def _side(self, vectors: torch.Tensor) -> dict[str, np.ndarray]:
         s = self.settings
-        return side_similarities(self.vectors, self.train_idx, s.max_exact_n, s.n_sampled_pairs, s.seed)
+        return side_similarities(vectors, self.train_idx, s.max_exact_n, s.n_sampled_pairs, s.seed)
 
     @cached_property
     def pair_ranks(self) -> dict[str, np.ndarray]:
@@ -157,10 +164,7 @@ def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_
     stored in `bytes_per_vector` -> the candidate's metrics, and the pairs they came from."""
     settings, vectors = original.settings, original.vectors
     dim = reduced.shape[1]
-    reduced_pairs = side_similarities(
-        reduced, original.train_idx, settings.max_exact_n, settings.n_sampled_pairs, settings.seed
-    )
-    pairs = pair_sets(original.pairs, reduced_pairs, sampled=len(vectors) > settings.max_exact_n)
+    pairs = original.paired_with(reduced)
     metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
     metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
     metrics |= {f"{name}/spearman": similarity_spearman(p, original.pair_ranks[name]) for name, p in pairs.items()}

@@ -39,9 +39,9 @@ def cached_vectors(
     return built if found.rank == 0 else _read(cache, key, ids)
 
 
-def _embed_share(embed: Callable[[slice], torch.Tensor], n: int, found: distributed.World) -> torch.Tensor | None:
-    """This rank's share of the n rows, embedded ([n_rank, D], or None for no rows); a user error on any rank is
-    raised on every rank, so none waits for a share that never comes."""
+def _embed_share(embed: Callable[[slice], torch.Tensor], n: int, found: distributed.World) -> torch.Tensor:
+    """This rank's share of the n rows, embedded ([n_rank, D]; [0, D] for a rank with no rows); a user error on
+    any rank is raised on every rank, so none waits for a share that never comes."""
     import torch.distributed as dist
 
     rows = distributed.share(range(n), found.rank, found.size)
