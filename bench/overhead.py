@@ -72,7 +72,7 @@ def run(dims: str, repeats: int) -> dict[str, float]:
         import numpy as np
 
         np.save(tmp / "ten.npy", np.random.default_rng(0).normal(size=(TEN_VECTORS, 384)).astype(np.float32))
-        compress = [python, "-m", "simreduce.cli", "compress", "--model", "models:/simreduce-minilm@winner"]
+        compress = [python, "-m", "simreduce.cli", "compress", "--model", "models:/simreduce-words-minilm@winner"]
         compress += ["--input", str(tmp / "ten.npy"), "--output", str(tmp / "out.npy")]
         import_torch = [python, "-c", "import torch"]
         bad_words = [python, "train.py", f"data.words_file={tmp / 'no-such-words.txt'}"]

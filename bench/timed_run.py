@@ -65,14 +65,13 @@ def instrument(clock: PhaseClock) -> None:
 
     from simreduce import job, plots, scoring
     from simreduce.reducers import closed_form, cosine
-    from simreduce.reducers.base import Candidate
     from simreduce.tracking import TrackingStore, runs
 
     clock.wrap(job, "load_data", "embedding")
     clock.wrap(cosine.CosineEncoder, "fit", "training")
     clock.wrap(closed_form.ClosedFormReducer, "fit", "training")  # a closed-form fit is its training
     clock.wrap(job, "train", "training")
-    clock.wrap(Candidate, "transform", "evaluation")
+    clock.wrap(job, "apply_net", "evaluation")  # a candidate's map applied to the vectors, once per map
     clock.wrap(scoring, "score_reduction", "evaluation")
     clock.wrap(plots, "study_charts", "logging: charts")
     clock.wrap(runs.JobRun, "log_figures", "logging: charts")
