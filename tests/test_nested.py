@@ -17,7 +17,9 @@ from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.nested import NestedCosineEncoder
 from simreduce.reducers.weights import layer_spec, rebuild, save_weights
-from simreduce.tracking.registry import LoggedReducer
+from simreduce.tracking import TrackingStore
+from simreduce.tracking.registry import LoggedReducer, load_reducer
+from simreduce.tracking.runs import job_run
 
 
 def trained(dims=(2, 4, 8), in_dim=16, steps=5) -> tuple[NestedCosineEncoder, torch.Tensor]:
@@ -85,6 +87,30 @@ def test_the_prefixes_of_the_trained_map_are_exactly_the_candidates_and_the_serv
     expected = StoredPrecision.calibrated("int8", apply_net(four.net, vectors))
     assert np.array_equal(served.stored.starts, expected.starts) and np.array_equal(served.stored.steps, expected.steps)
     assert np.array_equal(served.reduce(vectors.numpy()), expected.encode(apply_net(four.net, vectors).numpy()))
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_the_served_nested_model_takes_a_prefix_size_as_its_dim_param(project, monkeypatch, precision):
+    """MLflow serves a nested map as a pyfunc from code (no pickle): `params={"dim": 4}` returns what
+    `compress --dim 4` writes, no param the whole map, and a size that is no prefix is refused naming them."""
+    encoder, vectors = trained()
+    whole = next(c for c in encoder.candidates([precision]) if c.dim == 8)
+    stored = StoredPrecision.calibrated(precision, encoder.transform(vectors))
+    store = TrackingStore.create(store_uri(project))
+    with job_run(store, store.experiment_id("served"), "nested-d0008", {}) as run:
+        run.log_model(whole.net, stored, vectors[:8], whole.prefix_dims)
+    uri = f"runs:/{run.run_id}/model"
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    served = mlflow.pyfunc.load_model(uri)
+    compressed = load_reducer(store, uri)
+    x = vectors.numpy()
+    assert np.array_equal(served.predict(x), compressed.reduce(x))
+    cut = served.predict(x, params={"dim": 4})
+    assert cut.dtype == stored.dtype and np.array_equal(cut, compressed.prefix(4, uri).reduce(x))
+    (param,) = mlflow.models.get_model_info(uri).signature.params.params
+    assert (param.name, param.default) == ("dim", 8)
+    with pytest.raises(SimreduceError, match=r"params dim=3 is not a prefix of model 'the served model': pick one "):
+        served.predict(x, params={"dim": 3})
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ WINNER_ALIAS = "winner"
 SPEC_KEY = "simreduce"  # the MLmodel metadata entry holding a reducer's layer spec
 WEIGHTS_FILE = "weights.safetensors"  # its tensors, logged as one of the PyTorch flavour's extra files
 WEIGHTS_PATH = f"extra_files/{WEIGHTS_FILE}"  # where the flavour puts them in the model folder
+WEIGHTS_ARTIFACT = "weights"  # their name among a nested model's pyfunc artifacts (`tracking/nested_model.py`)
 
 
 @dataclass(frozen=True)
@@ -107,20 +108,22 @@ class LoggedReducer:
     stored: StoredPrecision
     in_dim: int
     dim: int
-    run_id: str
+    run_id: str | None  # None where it is served by MLflow, which passes no run
     prefix_dims: tuple[int, ...] = ()  # a nested model's sizes up to `dim`
 
-    def prefix(self, dim: int, source: str) -> "LoggedReducer":
+    def prefix(self, dim: int, source: str, asked: str = "--dim") -> "LoggedReducer":
         """This reducer cut to its first `dim` outputs, one of a nested model's prefixes; refused in one line
-        naming `source` (the model the user gave) for any other size or model."""
+        naming `source` (the model the user gave) and how the size was `asked` for (`--dim`, or the served
+        model's `params`) for any other size or model."""
+        request = f"{asked} {dim}" if asked.startswith("--") else f"{asked}={dim}"
         if not self.prefix_dims:
             raise SimreduceError(
-                f"--dim {dim}: model {source!r} is not nested (its {self.dim} outputs are one reduction): drop "
-                "--dim, or train one with encoder=nested."
+                f"{request}: model {source!r} is not nested (its {self.dim} outputs are one reduction): drop "
+                f"{asked}, or train one with encoder=nested."
             )
         if dim not in self.prefix_dims:
             raise SimreduceError(
-                f"--dim {dim} is not a prefix of model {source!r}: pick one of {', '.join(map(str, self.prefix_dims))}."
+                f"{request} is not a prefix of model {source!r}: pick one of {', '.join(map(str, self.prefix_dims))}."
             )
         prefixes = tuple(d for d in self.prefix_dims if d <= dim)
         return LoggedReducer(
@@ -162,15 +165,31 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
 
 
 def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:
-    """The layer spec and weights file simreduce logs with a model, or (None, None) when either is missing."""
+    """The layer spec and weights file simreduce logs with a model, or (None, None) when either is missing:
+    the weights are an extra file of the PyTorch flavour, or for a nested model (a pyfunc from code, see
+    `tracking/nested_model.py`) its `weights` artifact."""
     metadata = model.metadata if isinstance(model.metadata, dict) else {}
-    flavour = model.flavors.get("pytorch")
+    spec = metadata.get(SPEC_KEY)
+    weights = pytorch_weights_path(model.flavors.get("pytorch")) or pyfunc_weights_path(
+        model.flavors.get("python_function")
+    )
+    if not isinstance(spec, dict) or weights is None:
+        return None, None
+    return spec, weights
+
+
+def pytorch_weights_path(flavour: object) -> str | None:
     extra_files = flavour.get("extra_files") if isinstance(flavour, dict) else None
     logged = [f.get("path") for f in extra_files if isinstance(f, dict)] if isinstance(extra_files, list) else []
-    spec = metadata.get(SPEC_KEY)
-    if not isinstance(spec, dict) or WEIGHTS_PATH not in logged:
-        return None, None
-    return spec, WEIGHTS_PATH
+    return WEIGHTS_PATH if WEIGHTS_PATH in logged else None
+
+
+def pyfunc_weights_path(flavour: object) -> str | None:
+    artifacts = flavour.get("artifacts") if isinstance(flavour, dict) else None
+    entry = artifacts.get(WEIGHTS_ARTIFACT) if isinstance(artifacts, dict) else None
+    path = entry.get("path") if isinstance(entry, dict) else None
+    is_inside = isinstance(path, str) and path.endswith(WEIGHTS_FILE) and ".." not in Path(path).parts
+    return path if is_inside and not Path(path).is_absolute() else None
 
 
 def run_config(store: TrackingStore, run_id: str) -> DictConfig:

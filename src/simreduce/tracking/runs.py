@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 from simreduce.errors import StopRequested
 from simreduce.precision import StoredForm, StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
-from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_FILE
+from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_ARTIFACT, WEIGHTS_FILE
 from simreduce.tracking.store import TrackingStore
+
+NESTED_MODEL_CODE = Path(__file__).with_name("nested_model.py")  # run by MLflow to load a nested model
 
 
 def pytorch_flavour():
@@ -122,26 +124,45 @@ class JobRun:
         for any MLflow user: its map followed by its stored form (`StoredForm`), so it returns what compress
         writes; and, for `simreduce compress`, its layer spec with the stored precision (the model's `simreduce`
         metadata) and tensors with the precision's calibration constants (`extra_files/weights.safetensors`),
-        which rebuild it without running any code."""
+        which rebuild it without running any code.
+
+        A map with several prefixes (a nested encoder's) is logged as a pyfunc from code instead
+        (`tracking/nested_model.py`), whose `params={"dim": d}` cuts it to a prefix; the same spec and tensors
+        are its metadata and `weights` artifact."""
         from mlflow.models import infer_signature
 
         module = module.cpu().eval()
         served = torch.nn.Sequential(module, StoredForm(stored)).eval()
         example = example.cpu()
+        spec = layer_spec(module, stored.name, prefix_dims)
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
         with torch.no_grad():
-            signature = infer_signature(example.numpy(), served(example).numpy())
+            output = served(example).numpy()
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / WEIGHTS_FILE
             save_weights(module, weights, stored)
+            if len(prefix_dims) > 1:
+                params = {"dim": spec["dim"]}
+                mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(NESTED_MODEL_CODE),
+                    artifacts={WEIGHTS_ARTIFACT: str(weights)},
+                    model_config=spec,
+                    signature=infer_signature(example.numpy(), output, params=params),
+                    input_example=(example[:2].numpy(), params),
+                    pip_requirements=[*requirements, "simreduce"],  # the code it runs imports simreduce
+                    metadata={SPEC_KEY: spec},
+                )
+                return
             pytorch_flavour().log_model(
                 served,
                 name="model",
-                signature=signature,
+                signature=infer_signature(example.numpy(), output),
                 input_example=example[:2].numpy(),
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                pip_requirements=requirements,
                 serialization_format="pt2",
                 extra_files=[str(weights)],
-                metadata={SPEC_KEY: layer_spec(module, stored.name, prefix_dims)},
+                metadata={SPEC_KEY: spec},
             )
 
     def lightning_logger(self):
