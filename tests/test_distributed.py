@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.project import PROJECT_ROOT, project_env, run_python, seed_store, store_runs
+from helpers.project import PROJECT_ROOT, compose_config, project_env, seed_store, store_runs
 from helpers.reducers import low_rank_vectors
 from safetensors.torch import load_file
 from test_texts import TEXTS
 
 from simreduce import distributed
+from simreduce.job import run_job
 
 # 240 training rows in batches of 45: five full batches and one of 15 a step, each shared 23/22 (8/7) by two ranks.
 TRAIN = [
@@ -42,6 +43,13 @@ def torchrun(args: list[str], root: Path, processes: int = 2) -> subprocess.Comp
     )
 
 
+def one_process(args: list[str], root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same job in this process, with `root` as the project root: what the two processes must match."""
+    with monkeypatch.context() as patch:
+        patch.setenv("SIMREDUCE_ROOT", str(root))
+        run_job(compose_config(args))
+
+
 def logged_weights(root: Path) -> dict[str, torch.Tensor]:
     (path,) = (root / "mlruns" / "artifacts").rglob("weights.safetensors")
     return load_file(path)
@@ -56,12 +64,11 @@ def test_a_rows_share_is_contiguous_and_the_shares_are_the_rows():
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp_path, empty_store):
+def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp_path, empty_store, monkeypatch):
     path = tmp_path / "vectors.npy"
     np.save(path, low_rank_vectors(300, 32, rank=8).numpy())
     args = ["data=vectors", f"data.path={path}", "encoder.dim=8", *TRAIN]
-    one = run_python(["train.py", *args], seed_store(tmp_path / "one", empty_store))
-    assert one.returncode == 0, one.stderr[-3000:]
+    one_process(args, seed_store(tmp_path / "one", empty_store), monkeypatch)
     two = torchrun(args, seed_store(tmp_path / "two", empty_store))
     assert two.returncode == 0, two.stderr[-3000:]
 
@@ -82,7 +89,7 @@ def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp
 
 
 @pytest.mark.slow
-def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, tiny_llama, empty_store):
+def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, tiny_llama, empty_store, monkeypatch):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"{text} Take {i}.\n" for i in range(5) for text in TEXTS))  # 30: shares of 15
     args = [
@@ -94,8 +101,7 @@ def test_two_processes_embed_texts_into_the_cache_one_process_makes(tmp_path, ti
         "encoder.dim=4",
         *TRAIN,
     ]
-    one = run_python(["train.py", *args], seed_store(tmp_path / "one", empty_store))
-    assert one.returncode == 0, one.stderr[-3000:]
+    one_process(args, seed_store(tmp_path / "one", empty_store), monkeypatch)
     two = torchrun(args, seed_store(tmp_path / "two", empty_store))
     assert two.returncode == 0, two.stderr[-3000:]
 

@@ -11,6 +11,7 @@ import pytest
 from helpers.project import job_runs, run_python, store_runs
 
 from simreduce import embedding
+from simreduce.cli import main
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
 from simreduce.sources import TextSource
@@ -146,10 +147,9 @@ def test_a_sweep_on_a_corpus_of_texts(project):
     (project / "new.jsonl").write_text(
         "".join(json.dumps({"key": f"n{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS))
     )
-    compress = ["-m", "simreduce.cli", "compress", "--model", "models:/simreduce-texts-notes-minilm/1"]
+    compress = ["compress", "--model", "models:/simreduce-texts-notes-minilm/1"]
     files = ["--input", str(project / "new.jsonl"), "--column", "text", "--id-column", "key"]
-    done = run_python([*compress, *files, "--output", str(project / "new.parquet")], project)
-    assert done.returncode == 0, done.stderr[-3000:]
+    main([*compress, *files, "--output", str(project / "new.parquet")])
     out = pq.read_table(project / "new.parquet")
     assert out.column("id").to_pylist() == [f"n{i}" for i in range(len(TEXTS))]
     assert np.isfinite(np.stack(out.column("embedding").to_numpy(zero_copy_only=False))).all()

@@ -10,6 +10,7 @@ from helpers.project import compose_config, job_runs, run_python, store_runs
 from safetensors.numpy import save_file
 
 from simreduce import sources, vector_files
+from simreduce.cli import main
 from simreduce.errors import SimreduceError, exit_on_user_error
 from simreduce.job import run_job
 from simreduce.sources import VectorFileSource
@@ -245,7 +246,7 @@ def test_a_sweep_on_a_file_of_vectors(project):
     assert (runs["metrics.fit/rmse"] > 0).all()
     assert "simreduce-vectors-my-docs" in done.stdout, done.stdout
 
-    compress = ["-m", "simreduce.cli", "compress", "--model", "models:/simreduce-vectors-my-docs/1"]
+    compress = ["compress", "--model", "models:/simreduce-vectors-my-docs/1"]
     files = [
         "--input",
         str(path),
@@ -256,8 +257,7 @@ def test_a_sweep_on_a_file_of_vectors(project):
         "--output",
         str(project / "o.parquet"),
     ]
-    done = run_python([*compress, *files], project)
-    assert done.returncode == 0, done.stderr[-3000:]
+    main([*compress, *files])
     out = pq.read_table(project / "o.parquet")
     assert out.column("id").to_pylist() == [f"doc-{i}" for i in range(200)]
     assert out.schema.field("embedding").type.list_size in (4, 8)
