@@ -5,7 +5,8 @@ sweep's own cost is measured against (`bench/run.py --only overhead`).
 
 Same work as `train.py -m encoder.dim=...` on the defaults: embed the 512 most frequent English words with
 the packaged all-MiniLM-L6-v2 (mean of each word's own tokens), hold out 20%, and per size train a linear
-map from the SVD start with the same L-BFGS settings for the number of steps the sweep's run took, then
+map from the SVD start with the same L-BFGS settings for the number of steps the sweep's run took, then, for
+the float32 reduction and its int8 codes (ranges from the training rows, as sentence-transformers calibrates),
 score fit and held-out pairs (difference statistics, Spearman, 10-NN recall, trustworthiness, the
 Eckart-Young bound) and save the study's three histograms as PNG files.
 """
@@ -96,6 +97,14 @@ def train(x_train: torch.Tensor, dim: int, steps: int) -> torch.nn.Linear:
     return net
 
 
+def int8_comparable(reduced: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The vectors int8 codes stand for: 256 levels per dimension over the training rows' range."""
+    starts, ends = reduced[rows].min(0).values, reduced[rows].max(0).values
+    steps = torch.where(ends > starts, (ends - starts) / 255, torch.ones_like(starts))
+    codes = torch.floor((reduced - starts) / steps).clamp(0, 255) - 128
+    return (codes + 128) * steps + starts
+
+
 def histograms(out: Path, name: str, cos_o: np.ndarray, cos_r: np.ndarray, diff: np.ndarray) -> None:
     for chart, series in {"base": [cos_o, cos_r], "difference": [diff], "both": [cos_o, cos_r, diff]}.items():
         fig, ax = plt.subplots(figsize=(9, 5))
@@ -116,18 +125,19 @@ def main() -> None:
     x = embed(words)
     is_train = torch.rand(len(words), generator=torch.Generator().manual_seed(0)) >= 0.2
     results = {}
+    gram = F.normalize(x[is_train], dim=1) @ F.normalize(x[is_train], dim=1).T
+    eigenvalues = torch.linalg.eigvalsh(gram.double()).flip(0)
     for dim, steps in zip(map(int, args.dims.split(",")), map(int, args.steps.split(",")), strict=True):
         net = train(x[is_train], dim, steps)
         with torch.no_grad():
-            reduced = net(x)
-        fit = stats(x, reduced, is_train, is_train)
-        heldout = stats(x, reduced, None, ~is_train)  # all pairs stand in for "at least one held-out word"
-        gram = F.normalize(x[is_train], dim=1) @ F.normalize(x[is_train], dim=1).T
-        eigenvalues = torch.linalg.eigvalsh(gram.double()).flip(0)
-        bound = float((eigenvalues[dim:] ** 2).sum() / gram.numel())
-        histograms(args.out, f"d{dim:04d}", *fit.pop("hist"))
-        heldout.pop("hist")
-        results[dim] = {"fit": fit, "heldout": heldout, "bound_ey": bound}
+            float32 = net(x)
+        for precision, reduced in {"float32": float32, "int8": int8_comparable(float32, is_train)}.items():
+            fit = stats(x, reduced, is_train, is_train)
+            heldout = stats(x, reduced, None, ~is_train)  # all pairs stand in for "at least one held-out word"
+            bound = float((eigenvalues[dim:] ** 2).sum() / gram.numel())
+            histograms(args.out, f"d{dim:04d}-{precision}", *fit.pop("hist"))
+            heldout.pop("hist")
+            results[f"{dim}-{precision}"] = {"fit": fit, "heldout": heldout, "bound_ey": bound}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
 
 
