@@ -11,12 +11,13 @@ import pytest
 import torch
 from helpers.models import write_model_folder
 from helpers.project import PROJECT_ROOT, compose_config, store_uri
+from mlflow.models import Model
 
 from simreduce.cli import main
 from simreduce.embedding import Embedder
 from simreduce.errors import SimreduceError
 from simreduce.tracking import TrackingStore
-from simreduce.tracking.registry import load_reducer
+from simreduce.tracking.registry import SPEC_KEY, load_reducer, simreduce_parts
 
 
 @pytest.mark.parametrize("embedder", ["minilm", "deepseek_coder"])
@@ -89,3 +90,22 @@ def test_the_loader_of_that_folder_is_real_code(project, tmp_path):
     write_model_folder(folder, marker, simreduce_parts=True)
     mlflow.pyfunc.load_model(str(folder))
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "read"),
+    [
+        ("artifacts/weights.safetensors", True),
+        ("../weights.safetensors", False),
+        ("/elsewhere/weights.safetensors", False),
+        ("artifacts/model.pkl", False),
+    ],
+)
+def test_a_nested_models_weights_are_read_only_from_inside_its_folder(path, read):
+    """A nested model's weights are a pyfunc artifact named in its MLmodel: compress reads one only where it is
+    a weights file inside the model folder."""
+    model = Model(
+        metadata={SPEC_KEY: {"format": "simreduce.mlp/1"}},
+        flavors={"python_function": {"artifacts": {"weights": {"path": path}}}},
+    )
+    assert simreduce_parts(model) == (({"format": "simreduce.mlp/1"}, path) if read else (None, None))

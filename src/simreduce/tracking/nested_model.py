@@ -28,7 +28,7 @@ class NestedReducerModel(PythonModel):
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         """[N, in_dim] float32 -> the first `params["dim"]` outputs (default: all) as stored."""
-        dim = int((params or {}).get("dim") or self.reducer.dim)
+        dim = int((params or {}).get("dim", self.reducer.dim))
         reducer = self.reducer if dim == self.reducer.dim else self.reducer.prefix(dim, SERVED, "params dim")
         return reducer.reduce(np.asarray(model_input, dtype=np.float32))
 

@@ -185,11 +185,13 @@ def pytorch_weights_path(flavour: object) -> str | None:
 
 
 def pyfunc_weights_path(flavour: object) -> str | None:
+    """The `weights` artifact's path, where it is a weights file inside the model folder."""
     artifacts = flavour.get("artifacts") if isinstance(flavour, dict) else None
     entry = artifacts.get(WEIGHTS_ARTIFACT) if isinstance(artifacts, dict) else None
     path = entry.get("path") if isinstance(entry, dict) else None
-    is_inside = isinstance(path, str) and path.endswith(WEIGHTS_FILE) and ".." not in Path(path).parts
-    return path if is_inside and not Path(path).is_absolute() else None
+    if not isinstance(path, str) or Path(path).name != WEIGHTS_FILE:
+        return None
+    return None if Path(path).is_absolute() or ".." in Path(path).parts else path
 
 
 def run_config(store: TrackingStore, run_id: str) -> DictConfig:
