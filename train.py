@@ -10,11 +10,13 @@ from omegaconf import DictConfig
 os.environ.setdefault("SIMREDUCE_ROOT", str(Path(__file__).resolve().parent))
 
 from simreduce.errors import exit_on_user_error  # noqa: E402
-from simreduce.job import run_job  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    # Imported once Hydra has read the command line: a bad override or `--help` answers before torch loads.
+    from simreduce.job import run_job
+
     with exit_on_user_error():
         return run_job(cfg)
 

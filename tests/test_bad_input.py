@@ -93,29 +93,31 @@ def test_unwritable_mlflow_store(project, tiny, capsys):
     assert "is not writable" in err and str(blocker) in err
 
 
-@pytest.mark.slow
-def test_unknown_config_option_exits_non_zero(tmp_path):
-    proc = run_python(["train.py", "encoder=nope"], tmp_path, timeout=60)
-    assert proc.returncode != 0
-    assert "Could not find 'encoder/nope'" in proc.stderr
-
-
-# train.py run by a wrapper that says, whatever the exit, whether MLflow was imported.
-REPORTS_MLFLOW_IMPORT = """
+# train.py run by a wrapper that says, whatever the exit, whether torch and MLflow were imported.
+REPORTS_IMPORTS = """
 import runpy, sys
 sys.argv = ["train.py", *sys.argv[1:]]
 try:
     runpy.run_path("train.py", run_name="__main__")
 finally:
+    print("torch imported:", "torch" in sys.modules)
     print("mlflow imported:", "mlflow" in sys.modules)
 """
+
+
+@pytest.mark.slow
+def test_unknown_config_option_exits_non_zero_before_torch_is_imported(tmp_path):
+    proc = run_python(["-c", REPORTS_IMPORTS, "encoder=nope"], tmp_path, timeout=60)
+    assert proc.returncode != 0
+    assert "Could not find 'encoder/nope'" in proc.stderr
+    assert "torch imported: False" in proc.stdout
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [["-m"], []], ids=["sweep", "single"])
 def test_a_missing_word_list_fails_before_mlflow_is_imported(tmp_path, tiny_llama, mode):
     overrides = [o for o in tiny_overrides(tiny_llama, tmp_path) if not o.startswith("data.words_file")]
-    args = ["-c", REPORTS_MLFLOW_IMPORT, *mode, *overrides, f"data.words_file={tmp_path / 'missing.txt'}"]
+    args = ["-c", REPORTS_IMPORTS, *mode, *overrides, f"data.words_file={tmp_path / 'missing.txt'}"]
     proc = run_python(args, tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("simreduce: error: words file")
