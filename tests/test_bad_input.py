@@ -107,7 +107,7 @@ finally:
 
 @pytest.mark.slow
 def test_unknown_config_option_exits_non_zero_before_torch_is_imported(tmp_path):
-    proc = run_python(["-c", REPORTS_IMPORTS, "encoder=nope"], tmp_path, timeout=60)
+    proc = run_python(["-c", REPORTS_IMPORTS, "encoder=nope"], tmp_path)
     assert proc.returncode != 0
     assert "Could not find 'encoder/nope'" in proc.stderr
     assert "torch imported: False" in proc.stdout
@@ -118,7 +118,7 @@ def test_unknown_config_option_exits_non_zero_before_torch_is_imported(tmp_path)
 def test_a_missing_word_list_fails_before_mlflow_is_imported(tmp_path, tiny_llama, mode):
     overrides = [o for o in tiny_overrides(tiny_llama, tmp_path) if not o.startswith("data.words_file")]
     args = ["-c", REPORTS_IMPORTS, *mode, *overrides, f"data.words_file={tmp_path / 'missing.txt'}"]
-    proc = run_python(args, tmp_path, timeout=120)
+    proc = run_python(args, tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("simreduce: error: words file")
     assert "Traceback" not in proc.stderr

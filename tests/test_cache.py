@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -93,7 +94,7 @@ def test_two_processes_embed_once(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=300)  # against a hang
     assert [p.exitcode for p in procs] == [0, 0]
     assert log.read_text().count("embedded") == 1
     assert torch.equal(VectorCache(tmp_path).load(KEY, WORDS), fake_embed(WORDS))
@@ -112,16 +113,16 @@ def test_process_killed_while_embedding_leaves_no_cache_and_no_stuck_lock(tmp_pa
     started = tmp_path / "started"
     proc = multiprocessing.get_context("spawn").Process(target=_build_forever, args=(str(tmp_path), str(started)))
     proc.start()
-    deadline = time.monotonic() + 30
-    while not started.exists() and time.monotonic() < deadline:
+    while not started.exists() and proc.is_alive():  # however long a busy machine takes to start it
         time.sleep(0.05)
     assert started.exists()
     proc.kill()
     proc.join()
     assert not list(tmp_path.glob("*.safetensors"))
-    t0 = time.monotonic()
+    (lock,) = tmp_path.glob("*.lock")
+    with FileLock(str(lock), timeout=0):  # free at once: the killed holder's lock died with it (else Timeout)
+        pass
     assert torch.equal(VectorCache(tmp_path).get_or_build(KEY, WORDS, fake_embed), fake_embed(WORDS))
-    assert time.monotonic() - t0 < 5
 
 
 def test_vectors_without_a_cosine_are_refused_by_word_and_never_cached(tmp_path):
