@@ -18,6 +18,15 @@ def test_lightning_banners_show_only_when_verbose(caplog, verbose):
     assert ("GPU available" in caplog.text) == verbose
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_mlflows_note_on_each_logged_pyfunc_model_shows_only_when_verbose(caplog, verbose):
+    with caplog.at_level(logging.INFO), quiet_dependencies(verbose=verbose):
+        logging.getLogger("mlflow.pyfunc").info("Validating input example against model signature")
+        logging.getLogger("mlflow.pyfunc").warning("a real problem")
+    assert ("Validating input example" in caplog.text) == verbose
+    assert "a real problem" in caplog.text
+
+
 def test_the_bar_is_named_after_the_run_and_ends_on_the_step_training_stopped_at():
     x = low_rank_vectors()
     encoder = build("cosine", x)  # lbfgs: a plateau rule stops it long before max_steps

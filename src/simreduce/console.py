@@ -15,8 +15,9 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from simreduce.reducers.base import run_name
 from simreduce.reducers.training import StopOnPlateau
 
-# Lightning's "GPU available / TPU available" and its litlogger tip, once per Trainer, through both packages.
-BANNER_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero")
+# Lightning's "GPU available / TPU available" and its litlogger tip, once per Trainer, through both packages;
+# MLflow's "Validating input example against model signature", once per pyfunc model logged (a nested map's).
+BANNER_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero", "mlflow.pyfunc")
 # Lightning's own pytree helper calls a torch API that torch has deprecated: nothing a user can act on.
 DEPENDENCY_DEPRECATIONS = r".*isinstance\(treespec, LeafSpec\).*"
 # Lightning's all_gather with gradients (trainer=ddp) calls the torch one torch has deprecated.

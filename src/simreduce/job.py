@@ -292,7 +292,8 @@ def log_candidate(
     run.log_array(fit.diff, "diffs/fit.npy")
     run.log_array(fit.original, "similarities/fit_original.npy")
     if log_model:
-        run.log_model(candidate.net, stored, datamodule.vectors[:8], candidate.prefix_dims)
+        with quiet_dependencies(verbose=hydra_verbose()):
+            run.log_model(candidate.net, stored, datamodule.vectors[:8], candidate.prefix_dims)
     return scores.metrics
 
 
