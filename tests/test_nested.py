@@ -113,6 +113,26 @@ def test_the_served_nested_model_takes_a_prefix_size_as_its_dim_param(project, m
         served.predict(x, params={"dim": 3})
 
 
+@pytest.mark.parametrize(("lr", "peak"), [(None, 2e-4), (5e-5, 5e-5)])
+def test_adam_peaks_at_adam_lr_unless_lr_is_set_and_lbfgs_keeps_its_step_scale(lr, peak):
+    from simreduce.reducers.cosine import CosineEncoder
+
+    vectors = torch.randn(30, 16) * torch.linspace(2, 0.2, 16)
+    encoder = NestedCosineEncoder(16, [2, 4, 8], lr=lr, batch_size=10).fit(vectors)
+    assert encoder.optimizer_name == "adam"
+    assert encoder.configure_optimizers()["optimizer"].param_groups[0]["max_lr"] == peak
+    single = CosineEncoder(16, 8, batch_size=10).fit(vectors)  # a per-size encoder keeps cosine's 1e-4
+    assert single.configure_optimizers()["optimizer"].param_groups[0]["max_lr"] == 1e-4
+    full_batch = NestedCosineEncoder(16, [2, 4, 8], lr=lr).fit(vectors)
+    assert full_batch.configure_optimizers().param_groups[0]["lr"] == (lr or 1.0)
+
+
+@pytest.mark.parametrize("adam_lr", [0, -1e-4, None, "fast"])
+def test_a_bad_adam_lr_is_refused_in_one_line(adam_lr):
+    with pytest.raises(SimreduceError, match=r"encoder.adam_lr=.* must be a positive number\.$"):
+        NestedCosineEncoder(16, [2, 8], adam_lr=adam_lr)
+
+
 @pytest.mark.parametrize(
     ("dims", "named"),
     [

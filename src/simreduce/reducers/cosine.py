@@ -78,6 +78,7 @@ class CosineEncoder(TrainedReducer):
     """
 
     kind = "cosine"
+    default_lr = DEFAULT_LR  # `lr=null`'s value for each optimiser
 
     def __init__(
         self,
@@ -204,7 +205,7 @@ class CosineEncoder(TrainedReducer):
             parametrize.remove_parametrizations(self.net[0], "weight")
 
     def configure_optimizers(self):
-        lr = self.hparams.lr or DEFAULT_LR[self.optimizer_name]
+        lr = self.hparams.lr or self.default_lr[self.optimizer_name]
         if self.optimizer_name == "adam":
             optimizer = torch.optim.Adam(self.parameters(), lr=lr)
             schedule = torch.optim.lr_scheduler.OneCycleLR(
