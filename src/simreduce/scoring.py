@@ -112,17 +112,15 @@ class OriginalSide:
 
     @cached_property
     def neighbour_words(self) -> dict[str, torch.Tensor]:
-        return {
-            name: neighbour_subset(rows, self.settings.max_neighbour_words, self.settings.seed)
-            for name, rows in self.rows.items()
-        }
+        return self._sampled_rows(self.settings.max_neighbour_words)
 
     @cached_property
     def queries(self) -> dict[str, torch.Tensor]:
-        return {
-            name: neighbour_subset(rows, self.settings.max_queries, self.settings.seed)
-            for name, rows in self.rows.items()
-        }
+        return self._sampled_rows(self.settings.max_queries)
+
+    def _sampled_rows(self, count: int) -> dict[str, torch.Tensor]:
+        """Each pair set's rows, at most `count` of them (a seeded sample)."""
+        return {name: neighbour_subset(rows, count, self.settings.seed) for name, rows in self.rows.items()}
 
     @cached_property
     def search_truths(self) -> dict[str, torch.Tensor]:
