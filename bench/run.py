@@ -6,6 +6,7 @@
     python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
     python bench/run.py --only vector_file   # 1M x 768 vectors in a .npy: train.py data=vectors, compress (~10 min)
     python bench/run.py --only nested        # a nested encoder against per-size ones, 512 and 20k words (~5 min)
+    python bench/run.py --only loss_cost     # the two exact ways to the cosine losses, and the one training picks
     python bench/run.py --only ddp           # one job in 1 and 2 processes (torchrun, trainer=ddp), on the CPU
     python bench/run.py --only training --accelerator gpu
 
@@ -19,7 +20,18 @@ import os
 import torch
 from common import machine_summary
 
-BENCHES = ("training", "sweep", "evaluation", "scale", "embedding", "overhead", "vector_file", "nested", "ddp")
+BENCHES = (
+    "training",
+    "sweep",
+    "evaluation",
+    "scale",
+    "embedding",
+    "overhead",
+    "vector_file",
+    "nested",
+    "ddp",
+    "loss_cost",
+)
 DEFAULT = ("training", "sweep", "evaluation")
 
 
@@ -78,6 +90,11 @@ def main() -> None:
         import nested
 
         nested.run([int(d) for d in args.sweep_dims.split(",")], args.nested_words, max_rows=2000)
+    if "loss_cost" in chosen:
+        import loss_cost
+
+        loss_cost.run([256, 512, 1024, 2048, 4096], 384, [int(d) for d in args.sweep_dims.split(",")], args.repeats)
+        loss_cost.run([1024, 4096, 8192], 2048, [int(d) for d in args.sweep_dims.split(",")], args.repeats)
     if "ddp" in chosen:
         import ddp
 

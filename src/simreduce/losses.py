@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-8
+# `gram_is_cheaper`'s cost model
+PAIRWISE_PASS = 220
+FLOAT64_COST = 3.5
 
 
 def pairwise_cosine(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -28,13 +31,21 @@ def similarity_mse(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tenso
 
 def cosine_similarity_loss(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
     """Mean over pairs i<j of (S(original) - S(reduced))^2; the diagonal (always 1) is left out."""
-    return similarity_mse(pairwise_cosine(original), pairwise_cosine(reduced))
+    return prefix_cosine_losses(original, reduced, [reduced.shape[1]])[0]
 
 
 def prefix_cosine_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     """[len(dims)]: `cosine_similarity_loss(original, reduced[:, :d])` for each prefix width d (ascending) of the
-    [N, dim] `reduced`. The original's similarities are computed once, and each prefix's dot products and norms
-    are the previous prefix's plus those of the columns it adds, so all prefixes cost one [N, N] product."""
+    [N, dim] `reduced`, by whichever of the two exact ways costs less for this batch (`gram_is_cheaper`)."""
+    if gram_is_cheaper(len(original), original.shape[1], dims):
+        return gram_prefix_losses(original, reduced, dims)
+    return pairwise_prefix_losses(original, reduced, dims)
+
+
+def pairwise_prefix_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """`prefix_cosine_losses` from the [N, N] similarity matrices. The original's similarities are computed once,
+    and each prefix's dot products and norms are the previous prefix's plus those of the columns it adds, so all
+    prefixes cost one [N, N] product (and an elementwise pass over [N, N] each)."""
     target = pairwise_cosine(original)
     dots = torch.zeros_like(target)
     squared_norms = torch.zeros(len(reduced), dtype=reduced.dtype, device=reduced.device)
@@ -43,7 +54,41 @@ def prefix_cosine_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Se
         added = reduced[:, start:d]
         dots = dots + added @ added.T
         squared_norms = squared_norms + added.square().sum(dim=1)
-        inverse_norms = 1 / squared_norms.sqrt().clamp_min(EPS)  # as `F.normalize`: a zero row has cosine 0
+        inverse_norms = squared_norms.clamp_min(EPS**2).rsqrt()  # as `F.normalize`: a zero row has cosine 0
         losses.append(similarity_mse(target, dots * inverse_norms[:, None] * inverse_norms[None, :]))
         start = d
     return torch.stack(losses)
+
+
+def gram_prefix_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    """`prefix_cosine_losses` without any [N, N] matrix: with X and Z the row-normalised [N, D] original and
+    [N, d] prefix, the sum over all pairs of (X X^T - Z Z^T)^2 is |X^T X|^2 - 2 |X^T Z|^2 + |Z^T Z|^2, products
+    of width D and d; the diagonal is taken off as `similarity_mse` does. Time and memory grow with N, not N^2.
+
+    In float64: the three terms are each about N^2 times the mean squared similarity and the loss can be a
+    millionth of that (256-d on the default words), where float32 would leave it ~1% off."""
+    if len(original) < 2:
+        raise ValueError(f"a batch of {len(original)} vector(s) has no pairs")
+    x = F.normalize(original.double(), dim=-1, eps=EPS)
+    x_total = (x.T @ x).square().sum()
+    x_diagonal = x.square().sum(dim=1)
+    losses = []
+    for d in dims:
+        z = F.normalize(reduced[:, :d].double(), dim=-1, eps=EPS)
+        total = x_total - 2 * (x.T @ z).square().sum() + (z.T @ z).square().sum()
+        diagonal = (x_diagonal - z.square().sum(dim=1)).square().sum()
+        losses.append(total - diagonal)
+    return (torch.stack(losses) / (len(x) * (len(x) - 1))).to(reduced.dtype)
+
+
+def gram_is_cheaper(n: int, width: int, dims: Sequence[int]) -> bool:
+    """Whether `gram_prefix_losses` costs less than `pairwise_prefix_losses` for `n` rows of `width` features.
+
+    A model fitted to CPU timings, forward and backward (`bench/loss_cost.py`; it picks the faster way in all 16
+    of its cases, N = 256-8,192, D = 384 and 2,048), in float32 multiply-adds: the pairwise way's two [N, N]
+    products plus ~PAIRWISE_PASS per [N, N] entry and prefix for its elementwise passes; the Gram products at
+    FLOAT64_COST each (float64, and `x.T @ x` without gradient). At D = 384 the Gram way wins from ~700 rows.
+    """
+    pairwise = n * n * (width + dims[-1] + PAIRWISE_PASS * len(dims))
+    gram = FLOAT64_COST * n * (width * width / 3 + width * sum(dims) + sum(d * d for d in dims))
+    return gram < pairwise

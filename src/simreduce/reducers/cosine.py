@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from simreduce.errors import SimreduceError
-from simreduce.losses import cosine_similarity_loss
+from simreduce.losses import prefix_cosine_losses
 from simreduce.reducers.base import build_mlp, check_dim, check_lr, set_linear
 from simreduce.reducers.training import StopOnPlateau, TrainedReducer
 from simreduce.spectrum import Spectrum, cosine_spectrum
@@ -70,8 +70,8 @@ class CosineEncoder(TrainedReducer):
     - `lbfgs`: full-batch L-BFGS (one iteration per step, strong-Wolfe line search), stopped once the loss has
       fallen by less than `plateau_tolerance` (relative) over the last `plateau_patience` steps (`StopOnPlateau`),
       or after `steps`. It needs the same batch at every step: every training word in one batch.
-    - `adam`: Adam on shuffled mini-batches (each batch's similarity matrix, so memory grows with the batch,
-      not with N), with a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
+    - `adam`: Adam on shuffled mini-batches (each batch's loss, so memory grows with the batch, not with N), with
+      a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
     Over several processes (`trainer=ddp`) both are sharded alike: each rank encodes its share of the batch, the
     loss is the whole batch's on every rank (`global_batch`), so every rank holds the same gradient and takes the
     same step, L-BFGS's line search included.
@@ -104,6 +104,7 @@ class CosineEncoder(TrainedReducer):
         self.automatic_optimization = False
         self.dim = dim
         self.net = build_mlp(in_dim, list(hidden), dim)
+        self.dims = [dim]  # the output widths the loss is taken at (a nested encoder: each prefix)
         self.optimizer_name = optimizer
         self.loss_scale = 1.0
         # The objective weighs `loss_terms` (one term here; a nested encoder has one per prefix).
@@ -147,8 +148,9 @@ class CosineEncoder(TrainedReducer):
         return self.hparams.optimizer
 
     def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
-        """[T] the losses the objective weighs by `term_weights`: here the one loss of the output."""
-        return cosine_similarity_loss(*self.global_batch(batch, self(batch))).reshape(1)
+        """[T] the losses the objective weighs by `term_weights`: the cosine loss of the output's first d values for
+        each d in `dims`, here the whole output."""
+        return prefix_cosine_losses(*self.global_batch(batch, self(batch)), self.dims)
 
     def term_names(self) -> list[str]:
         """The metric names of the terms, logged beside `loss` when there is more than one."""

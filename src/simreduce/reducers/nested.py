@@ -6,7 +6,6 @@ from collections.abc import Sequence
 import torch
 
 from simreduce.errors import SimreduceError
-from simreduce.losses import prefix_cosine_losses
 from simreduce.reducers.base import Candidate, is_positive_int, prefix_map
 from simreduce.reducers.cosine import DEFAULT_LR, CosineEncoder
 
@@ -58,9 +57,6 @@ class NestedCosineEncoder(CosineEncoder):
         self.dims = dims
         self.default_lr = {**DEFAULT_LR, "adam": adam_lr}
         self.register_buffer("term_weights", torch.full((len(dims),), 1 / len(dims)), persistent=False)
-
-    def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
-        return prefix_cosine_losses(*self.global_batch(batch, self(batch)), self.dims)
 
     def term_names(self) -> list[str]:
         return [f"loss_d{d:04d}" for d in self.dims]
