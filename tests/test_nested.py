@@ -113,7 +113,7 @@ def test_the_served_nested_model_takes_a_prefix_size_as_its_dim_param(project, m
         served.predict(x, params={"dim": 3})
 
 
-@pytest.mark.parametrize(("lr", "peak"), [(None, 2e-4), (5e-5, 5e-5)])
+@pytest.mark.parametrize(("lr", "peak"), [(None, 5e-4), (5e-5, 5e-5)])
 def test_adam_peaks_at_adam_lr_unless_lr_is_set_and_lbfgs_keeps_its_step_scale(lr, peak):
     from simreduce.reducers.cosine import CosineEncoder
 
