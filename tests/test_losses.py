@@ -81,13 +81,19 @@ def test_the_two_ways_agree_on_losses_and_gradients_down_to_a_millionth_of_the_s
     torch.testing.assert_close(gram_grad, pairwise_grad, rtol=1e-6, atol=1e-12)
 
 
-def test_large_batches_take_the_gram_way_small_ones_the_pairwise_way(monkeypatch):
+def test_large_batches_take_the_gram_way_small_ones_and_apples_gpu_the_pairwise_way(monkeypatch):
     assert not gram_is_cheaper(256, 384, [256])
     assert gram_is_cheaper(4096, 384, [256])
     assert not gram_is_cheaper(1024, 2048, [16, 32, 64, 128, 256])  # a wide input makes its products dearer
     called = []
-    monkeypatch.setattr("simreduce.losses.gram_prefix_losses", lambda *args: called.append(args[2]))
+    for way in ("gram_prefix_losses", "pairwise_prefix_losses"):
+        monkeypatch.setattr(f"simreduce.losses.{way}", lambda *args, way=way: called.append((way, len(args[0]))))
+
+    class OnMps(torch.Tensor):  # Apple's GPU, which has no float64
+        device = torch.device("mps")
+
     x = torch.randn(4096, 384)
     prefix_cosine_losses(x, x[:, :8], [4, 8])
-    cosine_similarity_loss(x[:8], x[:8, :4])  # 8 rows: the pairwise way
-    assert called == [[4, 8]]
+    prefix_cosine_losses(x[:8], x[:8, :4], [4])
+    prefix_cosine_losses(x.as_subclass(OnMps), x[:, :8].as_subclass(OnMps), [4, 8])
+    assert called == [("gram_prefix_losses", 4096), ("pairwise_prefix_losses", 8), ("pairwise_prefix_losses", 4096)]

@@ -36,8 +36,9 @@ def cosine_similarity_loss(original: torch.Tensor, reduced: torch.Tensor) -> tor
 
 def prefix_cosine_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
     """[len(dims)]: `cosine_similarity_loss(original, reduced[:, :d])` for each prefix width d (ascending) of the
-    [N, dim] `reduced`, by whichever of the two exact ways costs less for this batch (`gram_is_cheaper`)."""
-    if gram_is_cheaper(len(original), original.shape[1], dims):
+    [N, dim] `reduced`, by whichever of the two exact ways costs less for this batch (`gram_is_cheaper`), on a
+    device with float64 (Apple's MPS has none)."""
+    if original.device.type != "mps" and gram_is_cheaper(len(original), original.shape[1], dims):
         return gram_prefix_losses(original, reduced, dims)
     return pairwise_prefix_losses(original, reduced, dims)
 
