@@ -6,7 +6,7 @@
     python bench/run.py --only overhead      # the sweep against plain torch, cold against warm, compress (~6 min)
     python bench/run.py --only vector_file   # 1M x 768 vectors in a .npy: train.py data=vectors, compress (~10 min)
     python bench/run.py --only nested        # a nested encoder against per-size ones, 512 and 20k words (~5 min)
-    python bench/run.py --only loss_cost     # the two exact ways to the cosine losses, and the one training picks
+    python bench/run.py --only loss_cost     # the cosine loss's two exact forms, and the one training picks (~5 min)
     python bench/run.py --only ddp           # one job in 1 and 2 processes (torchrun, trainer=ddp), on the CPU
     python bench/run.py --only training --accelerator gpu
 
