@@ -12,7 +12,7 @@ from helpers.tiny_model import HIDDEN
 
 from simreduce.cli import main
 from simreduce.errors import SimreduceError
-from simreduce.losses import cosine_similarity_loss
+from simreduce.losses import cosine_similarity_loss, pairwise_cosine
 from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.nested import NestedCosineEncoder
@@ -111,6 +111,25 @@ def test_the_served_nested_model_takes_a_prefix_size_as_its_dim_param(project, m
     assert (param.name, param.default) == ("dim", 8)
     with pytest.raises(SimreduceError, match=r"params dim=3 is not a prefix of model 'the served model': pick one "):
         served.predict(x, params={"dim": 3})
+
+
+def test_lbfgs_turns_a_rotation_of_the_outputs_that_keeps_the_whole_map_and_folds_it_into_the_map():
+    torch.manual_seed(0)
+    vectors = torch.randn(40, 16) * torch.linspace(2, 0.2, 16) + 0.5
+    encoder = NestedCosineEncoder(16, [2, 4, 8]).fit(vectors)
+    assert encoder.optimizer_name == "lbfgs"
+    assert any(p is encoder.output_rotation for p in encoder.parameters())  # L-BFGS moves it
+    with torch.no_grad():
+        encoder.output_rotation.normal_()
+        rotated, plain = encoder(vectors), encoder.net(vectors)
+    torch.testing.assert_close(pairwise_cosine(rotated), pairwise_cosine(plain), atol=1e-5, rtol=0)
+    assert not torch.allclose(pairwise_cosine(rotated[:, :2]), pairwise_cosine(plain[:, :2]), atol=1e-2)
+    encoder.on_fit_end()
+    assert encoder.output_rotation is None
+    assert [name for name, _ in encoder.named_parameters()] == ["net.0.weight"]
+    torch.testing.assert_close(encoder.net(vectors), rotated, atol=1e-5, rtol=1e-5)
+    mini_batches = NestedCosineEncoder(16, [2, 4, 8], batch_size=10).fit(vectors)
+    assert mini_batches.optimizer_name == "adam" and mini_batches.output_rotation is None
 
 
 @pytest.mark.parametrize(("lr", "peak"), [(None, 5e-4), (5e-5, 5e-5)])
