@@ -31,6 +31,13 @@ def test_matches_hand_computed_three_vectors(losses):
     s = 2**-0.5
     expected = ((0 - 1) ** 2 + (s + 1) ** 2 + (s + 1) ** 2) / 3
     assert torch.isclose(losses(original, reduced, [1])[0], torch.tensor(expected))
+    assert torch.isclose(cosine_similarity_loss(original, reduced), torch.tensor(expected))
+
+
+@BOTH_WAYS
+def test_a_batch_of_one_vector_is_refused(losses):
+    with pytest.raises(ValueError, match="a batch of 1 vector"):
+        losses(torch.randn(1, 6), torch.randn(1, 2), [2])
 
 
 @BOTH_WAYS

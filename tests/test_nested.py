@@ -22,13 +22,18 @@ from simreduce.tracking.registry import LoggedReducer, load_reducer
 from simreduce.tracking.runs import job_run
 
 
+def seeded_vectors(in_dim: int = 16) -> torch.Tensor:
+    """[40, in_dim] rows with a decaying spectrum and a shared offset, after seeding torch with 0."""
+    torch.manual_seed(0)
+    return torch.randn(40, in_dim) * torch.linspace(2, 0.2, in_dim) + 0.5
+
+
 def trained(dims=(2, 4, 8), in_dim=16, steps=5) -> tuple[NestedCosineEncoder, torch.Tensor]:
     import lightning.pytorch as pl
 
     from simreduce.data import BatchStream
 
-    torch.manual_seed(0)
-    vectors = torch.randn(40, in_dim) * torch.linspace(2, 0.2, in_dim) + 0.5
+    vectors = seeded_vectors(in_dim)
     encoder = NestedCosineEncoder(in_dim, list(dims), steps=steps).fit(vectors)
     loader = torch.utils.data.DataLoader(BatchStream(vectors, torch.arange(40), 64, seed=0), batch_size=None)
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_checkpointing=False)
@@ -114,8 +119,7 @@ def test_the_served_nested_model_takes_a_prefix_size_as_its_dim_param(project, m
 
 
 def test_lbfgs_turns_a_rotation_of_the_outputs_that_keeps_the_whole_map_and_folds_it_into_the_map():
-    torch.manual_seed(0)
-    vectors = torch.randn(40, 16) * torch.linspace(2, 0.2, 16) + 0.5
+    vectors = seeded_vectors()
     encoder = NestedCosineEncoder(16, [2, 4, 8]).fit(vectors)
     assert encoder.optimizer_name == "lbfgs"
     assert any(p is encoder.output_rotation for p in encoder.parameters())  # L-BFGS moves it

@@ -18,11 +18,16 @@ def pairwise_cosine(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Ten
     return xn @ yn.T
 
 
+def check_pairs(n: int) -> None:
+    """A mean over pairs needs two rows."""
+    if n < 2:
+        raise ValueError(f"a batch of {n} vector(s) has no pairs")
+
+
 def similarity_mse(original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
     """Mean over pairs i<j of (original - reduced)^2, for two [N, N] similarity matrices with a diagonal of 1."""
     n = original.shape[0]
-    if n < 2:
-        raise ValueError(f"a batch of {n} vector(s) has no pairs")
+    check_pairs(n)
     diff = original - reduced
     # The matrix is symmetric with a zero diagonal, so the full sum is twice the sum over i<j.
     off_diagonal = diff.square().sum() - diff.diagonal().square().sum()
@@ -68,8 +73,7 @@ def gram_prefix_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequ
 
     In float64: the three terms are each about N^2 times the mean squared similarity and the loss can be a
     millionth of that (256-d on the default words), where float32 would leave it ~1% off."""
-    if len(original) < 2:
-        raise ValueError(f"a batch of {len(original)} vector(s) has no pairs")
+    check_pairs(len(original))
     x = F.normalize(original.double(), dim=-1, eps=EPS)
     x_total = (x.T @ x).square().sum()
     x_diagonal = x.square().sum(dim=1)
