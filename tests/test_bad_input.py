@@ -1,7 +1,7 @@
 """Bad input costs the user one clear line and a non-zero exit, never a traceback or a half-written file."""
 
 import pytest
-from helpers.project import compose_config, run_python, store_runs, tiny_overrides
+from helpers.project import PROJECT_ROOT, compose_config, run_python, store_runs, tiny_overrides
 
 from simreduce.errors import exit_on_user_error
 from simreduce.hydra_callbacks import PrepareTrackingStore
@@ -94,11 +94,11 @@ def test_unwritable_mlflow_store(project, tiny, capsys):
 
 
 # train.py run by a wrapper that says, whatever the exit, whether torch and MLflow were imported.
-REPORTS_IMPORTS = """
+REPORTS_IMPORTS = f"""
 import runpy, sys
 sys.argv = ["train.py", *sys.argv[1:]]
 try:
-    runpy.run_path("train.py", run_name="__main__")
+    runpy.run_path({str(PROJECT_ROOT / "train.py")!r}, run_name="__main__")
 finally:
     print("torch imported:", "torch" in sys.modules)
     print("mlflow imported:", "mlflow" in sys.modules)

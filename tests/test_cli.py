@@ -158,6 +158,27 @@ def test_sweep_select_compress_round_trip(project, tmp_path, monkeypatch, capsys
     assert "its artifacts folder was moved or deleted" in user_error(capsys, ["select"])
 
 
+@pytest.mark.slow
+def test_select_from_another_folder_registers_a_new_winner(project, tmp_path, tiny_llama, words_file):
+    sweep = run_python(
+        tiny_sweep(tiny_llama, words_file, tmp_path / "multirun", "encoder.dim=4,8", "tracking.log_model=true"),
+        tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "registered as simreduce-words-tiny version 1; @winner points at no version" in sweep.stdout
+    # A target every candidate reaches: the cheapest, d=4, is not a registered version yet. MLflow resolves a new
+    # version's `models:/m-...` source through its global tracking URI, which nothing in this process has set.
+    select = run_python(["-m", "simreduce.cli", "select", "--target", "-1"], tmp_path)
+    assert select.returncode == 0, select.stderr[-3000:]
+    assert "cosine d=4 wins" in select.stdout
+    assert "registered as simreduce-words-tiny version 2; models:/simreduce-words-tiny@winner moved to it" in (
+        select.stdout
+    )
+    use_store(tmp_path)
+    version = mlflow.MlflowClient().get_model_version_by_alias("simreduce-words-tiny", "winner")
+    assert (int(version.version), version.tags["dim"]) == (2, "4")
+
+
 def test_select_errors_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIMREDUCE_ROOT", str(tmp_path))  # a project with no store yet
     assert "there is no MLflow store" in user_error(capsys, ["select"])

@@ -42,16 +42,22 @@ def project_env(root: Path, **env: str) -> dict[str, str]:
     return {**os.environ, "SIMREDUCE_ROOT": str(root), **env}
 
 
+STRAY = ("mlruns", "mlflow.db", "multirun", "outputs", ".cache")  # what a run may leave only under its root
+
+
 def run_python(args: list[str], root: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
-    """`python ARGS` from the project folder with `root` as SIMREDUCE_ROOT: its own MLflow store and cache."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=project_env(root, **env),
+    """`python ARGS` with `root` as SIMREDUCE_ROOT (its own MLflow store and cache), started as a user would from
+    a folder of their own (`root/elsewhere`, `train.py` named by its path), which it must leave as it was: a store
+    or cache made there would be a path that followed the working dir instead of the project root."""
+    cwd = root / "elsewhere"
+    cwd.mkdir(parents=True, exist_ok=True)
+    args = [str(PROJECT_ROOT / "train.py") if arg == "train.py" else arg for arg in args]
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=project_env(root, **env)
     )
+    stray = sorted(p.name for p in cwd.iterdir() if p.name in STRAY)
+    assert not stray, f"`python {' '.join(args)}` left {stray} in its working dir {cwd}"
+    return done
 
 
 def tiny_sweep(model: Path, words: Path, sweep_dir: Path | str, *overrides: str) -> list[str]:

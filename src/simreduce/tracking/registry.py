@@ -69,6 +69,9 @@ def register_winner(
     versions = store.client.search_model_versions(f"name = {quoted(name)}")
     version = next((v for v in versions if v.source == model_uri), None)
     if version is None:  # the client, not `mlflow.register_model`, which prints two lines of its own
+        # MLflow's SQL registry looks a `models:/m-...` source up through the global tracking URI, not this
+        # client's: unset, that is a new store in the working dir, where the logged model is not found.
+        store.activate()
         try:
             store.client.create_registered_model(name)
         except MlflowException as e:
