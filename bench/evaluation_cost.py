@@ -6,9 +6,9 @@ import time
 import torch
 from common import anisotropic_vectors, compose_config, print_table
 
-from simreduce.evaluation import difference_stats, pair_similarities, retrieval_recall
-from simreduce.precision import StoredPrecision
-from simreduce.scoring import EvalSettings, OriginalSide, score_reduction
+from simreduce.evaluate.metrics import difference_stats, pair_similarities, retrieval_recall
+from simreduce.evaluate.scoring import EvalSettings, OriginalSide, score_reduction
+from simreduce.reducers.precision import StoredPrecision
 
 
 def time_evaluation(n: int, d: int, projection: torch.Tensor, cfg) -> dict:

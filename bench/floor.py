@@ -4,7 +4,7 @@
     python bench/floor.py [--sweep SWEEP_ID] [the sweep's other overrides, e.g. data.n_words=1000]
 
 Reads the sweep's runs (default: the latest sweep) from the MLflow store, computes the floor of the same
-training words (`simreduce.floor`), and prints two tables: fit rmse per (reducer, dim), and per dim
+training words (`simreduce.experiment.floor`), and prints two tables: fit rmse per (reducer, dim), and per dim
 the encoder's loss over the floor and its advantage over the best classical reducer (losses are fit/rmse²,
 the mean squared difference over training pairs that training minimises).
 """
@@ -20,7 +20,7 @@ import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from simreduce.floor import floor_table  # noqa: E402
+from simreduce.experiment.floor import floor_table  # noqa: E402
 
 CLASSICAL = ("pca", "svd", "random")
 ORDER = ["cosine", "autoencoder", *CLASSICAL]

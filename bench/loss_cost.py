@@ -5,7 +5,7 @@ matrices against float64 Gram products, for one size and for five nested prefixe
 import torch
 from common import anisotropic_vectors, print_table, seconds
 
-from simreduce.losses import gram_is_cheaper, gram_prefix_losses, pairwise_prefix_losses
+from simreduce.reducers.losses import gram_is_cheaper, gram_prefix_losses, pairwise_prefix_losses
 
 
 def step_ms(losses, x: torch.Tensor, weight: torch.Tensor, dims: list[int], repeats: int) -> float:

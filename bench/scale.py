@@ -11,8 +11,8 @@ from pathlib import Path
 from common import anisotropic_vectors, print_table
 from sweep import grouped, print_logged_runs, print_logging_detail, timed_train
 
-from simreduce.cache import VectorCache
-from simreduce.embedding import Embedder
+from simreduce.vectors.cache import VectorCache
+from simreduce.vectors.embedding import Embedder
 
 
 def seed_cache(root: Path, n: int, d: int) -> list[str]:

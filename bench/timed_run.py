@@ -58,14 +58,14 @@ class PhaseClock:
 
 
 def instrument(clock: PhaseClock) -> None:
-    """Attach the phases to the functions a job calls (see simreduce.job)."""
+    """Attach the phases to the functions a job calls (see simreduce.experiment.job)."""
     import mlflow
     import mlflow.tracking.fluent
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from simreduce import job, plots, scoring
+    from simreduce.experiment import job, plots, scoring
+    from simreduce.experiment.tracking import TrackingStore, runs
     from simreduce.reducers import closed_form, cosine
-    from simreduce.tracking import TrackingStore, runs
 
     clock.wrap(job, "load_data", "embedding")
     clock.wrap(cosine.CosineEncoder, "fit", "training")
@@ -95,10 +95,10 @@ def main(out: Path, train_args: list[str]) -> None:
         import lightning.pytorch  # noqa: F401
         import transformers  # noqa: F401
 
-        import simreduce.plots  # noqa: F401  (matplotlib)
-        import simreduce.scoring  # noqa: F401  (scipy, scikit-learn)
-        import simreduce.tracking.runs  # noqa: F401  (mlflow)
-        from simreduce import job
+        import simreduce.evaluate.plots  # noqa: F401  (matplotlib)
+        import simreduce.evaluate.scoring  # noqa: F401  (scipy, scikit-learn)
+        import simreduce.experiment.tracking.runs  # noqa: F401  (mlflow)
+        from simreduce.experiment import job
     imports = clock.totals.pop("imports")
     instrument(clock)
     spans = []  # Hydra's start-up, each job, Hydra's finish: {"wall": s, phase: s, ...}; the rest is "other"

@@ -15,8 +15,8 @@ import torch
 from common import anisotropic_vectors, compose_config, print_table, quiet, synchronize
 from hydra.utils import instantiate
 
-from simreduce.data import BatchStream, VectorDataModule
-from simreduce.sources import Vectors
+from simreduce.vectors.data import BatchStream, VectorDataModule
+from simreduce.vectors.sources import Vectors
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its banners, once per Trainer
 

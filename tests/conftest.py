@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from helpers.project import seed_store, store_uri  # noqa: E402
 from helpers.tiny_model import WORDS, build_tiny_llama  # noqa: E402
 
-from simreduce.tracking import TrackingStore  # noqa: E402
+from simreduce.experiment.tracking import TrackingStore  # noqa: E402
 
 
 @pytest.fixture(scope="session")

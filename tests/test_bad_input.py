@@ -3,10 +3,10 @@
 import pytest
 from helpers.project import PROJECT_ROOT, compose_config, run_python, store_runs, tiny_overrides
 
-from simreduce.errors import exit_on_user_error
-from simreduce.hydra_callbacks import PrepareTrackingStore
-from simreduce.job import check_settings, run_job
-from simreduce.words import clean_words
+from simreduce.experiment.callbacks import PrepareTrackingStore
+from simreduce.experiment.job import check_settings, run_job
+from simreduce.runtime.errors import exit_on_user_error
+from simreduce.vectors.words import clean_words
 
 
 def run_expecting_user_error(overrides: list[str], capsys) -> str:

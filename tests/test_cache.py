@@ -9,8 +9,8 @@ from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from simreduce.cache import VectorCache, content_hash
-from simreduce.errors import SimreduceError
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.cache import VectorCache, content_hash
 
 KEY = {"model": "m", "revision": "r", "layer": "-1", "pooling": "mean", "dtype": "float32"}
 WORDS = ["alpha", "beta", "gamma"]

@@ -20,12 +20,12 @@ from helpers.project import (
 )
 from helpers.tiny_model import HIDDEN, WORDS
 
-from simreduce import sweep
 from simreduce.cli import main
-from simreduce.hydra_callbacks import SelectSweepWinner
-from simreduce.job import FAILED_FILE, run_job
-from simreduce.tracking import TrackingStore
-from simreduce.tracking.registry import load_reducer
+from simreduce.experiment import summary as sweep
+from simreduce.experiment.callbacks import SelectSweepWinner
+from simreduce.experiment.job import FAILED_FILE, run_job
+from simreduce.experiment.tracking import TrackingStore
+from simreduce.experiment.tracking.registry import load_reducer
 
 SWEEP_CHARTS = {
     "plots/base_distributions.png",

@@ -12,11 +12,11 @@ import torch
 from helpers.models import write_model_folder
 from safetensors.numpy import load_file, save_file
 
-from simreduce import vector_files
 from simreduce.cli import main
-from simreduce.precision import StoredPrecision
+from simreduce.experiment.tracking.registry import WEIGHTS_PATH, LoggedReducer
+from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import STORED_PREFIX
-from simreduce.tracking.registry import WEIGHTS_PATH, LoggedReducer
+from simreduce.vectors import vector_files
 
 D = 6
 HEAVY = ("lightning", "transformers")  # what compressing vectors must not import

@@ -1,11 +1,11 @@
 import lightning.pytorch as pl
 import numpy as np
 import pytest
-from helpers.project import PROJECT_ROOT, compose_config
+from helpers.project import compose_config
 from hydra.utils import instantiate
 
-from simreduce.paths import ROOT_ENV
-from simreduce.tracking.sweeps import sweep_id_of
+from simreduce.experiment.config import CONFIG_DIR, ROOT_ENV
+from simreduce.experiment.tracking.sweeps import sweep_id_of
 
 # Built with a width; every other group instantiates as composed.
 NEEDS_INPUT_WIDTH = {"encoder"}
@@ -16,7 +16,7 @@ NEEDS_A_FILE = {"data": {"vectors", "texts"}}
 def group_options() -> list[tuple[str, str]]:
     return sorted(
         (group.name, option.stem)
-        for group in (PROJECT_ROOT / "conf").iterdir()
+        for group in (CONFIG_DIR).iterdir()
         if group.is_dir()
         for option in group.glob("*.yaml")
     )
@@ -80,7 +80,7 @@ def test_overrides_reach_the_built_objects():
 def test_two_sweeps_launched_in_the_same_second_get_their_own_sweep_ids():
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         first, second = (compose("config", return_hydra_config=True).hydra.sweep.dir for _ in range(2))
     assert sweep_id_of(first) != sweep_id_of(second)
     assert sweep_id_of(first).split("_")[1].count("-") == 3  # hours, minutes, seconds, microseconds

@@ -8,7 +8,7 @@ from helpers.reducers import build, low_rank_vectors
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader
 
-from simreduce.console import StepProgressBar, quiet_dependencies
+from simreduce.experiment.console import StepProgressBar, quiet_dependencies
 
 
 @pytest.mark.parametrize("verbose", [False, True])

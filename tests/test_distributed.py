@@ -15,8 +15,8 @@ from helpers.reducers import low_rank_vectors
 from safetensors.torch import load_file
 from test_texts import TEXTS
 
-from simreduce import distributed
-from simreduce.job import run_job
+from simreduce.experiment.job import run_job
+from simreduce.runtime import distributed
 
 # 240 training rows in batches of 45: five full batches and one of 15 a step, each shared 23/22 (8/7) by two ranks.
 TRAIN = [

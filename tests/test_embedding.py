@@ -6,11 +6,11 @@ import pytest
 import torch
 from helpers.tiny_model import HIDDEN, WORDS
 
-from simreduce.embedding import Embedder
-from simreduce.errors import SimreduceError
-from simreduce.model_files import load_pretrained, resolve_model_source
-from simreduce.pooling import pool_hidden_states
-from simreduce.sources import WordSource
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.embedding import Embedder
+from simreduce.vectors.model_files import load_pretrained, resolve_model_source
+from simreduce.vectors.pooling import pool_hidden_states
+from simreduce.vectors.sources import WordSource
 
 
 def test_tiny_llama_vectors_have_model_width(tiny_llama):

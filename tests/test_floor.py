@@ -1,12 +1,12 @@
 import pytest
 import torch
-from helpers.project import PROJECT_ROOT, compose_config, tiny_overrides
+from helpers.project import compose_config, tiny_overrides
 from helpers.reducers import build, fit_full_batch, low_rank_vectors
 
 from simreduce.cli import main
-from simreduce.floor import FLOOR_RTOL, cosine_floor, floor_table
-from simreduce.losses import cosine_similarity_loss
-from simreduce.paths import ROOT_ENV
+from simreduce.experiment.config import ROOT_ENV
+from simreduce.experiment.floor import FLOOR_RTOL, cosine_floor, floor_table
+from simreduce.reducers.losses import cosine_similarity_loss
 
 DIM = 4
 
@@ -65,7 +65,7 @@ def test_floor_table_uses_the_configured_training_words_and_falls_with_dim(proje
 
 def test_simreduce_floor_prints_one_row_per_dim(tmp_path, monkeypatch, capsys, tiny_llama, words_file):
     monkeypatch.delenv(ROOT_ENV, raising=False)
-    monkeypatch.chdir(PROJECT_ROOT)
+    monkeypatch.chdir(tmp_path)
     main(["floor", "--dims", "2,4", *tiny_overrides(tiny_llama, words_file), f"data.cache_dir={tmp_path}"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[1].strip() for row in rows] == ["2", "4"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from simreduce.losses import (
+from simreduce.reducers.losses import (
     cosine_similarity_loss,
     gram_is_cheaper,
     gram_prefix_losses,
@@ -94,7 +94,9 @@ def test_large_batches_take_the_gram_way_small_ones_and_apples_gpu_the_pairwise_
     assert not gram_is_cheaper(1024, 2048, [16, 32, 64, 128, 256])  # a wide input makes its products dearer
     called = []
     for way in ("gram_prefix_losses", "pairwise_prefix_losses"):
-        monkeypatch.setattr(f"simreduce.losses.{way}", lambda *args, way=way: called.append((way, len(args[0]))))
+        monkeypatch.setattr(
+            f"simreduce.reducers.losses.{way}", lambda *args, way=way: called.append((way, len(args[0])))
+        )
 
     class OnMps(torch.Tensor):  # Apple's GPU, which has no float64
         device = torch.device("mps")

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simreduce.evaluation import (
+from simreduce.evaluate.metrics import (
     eckart_young_bound,
     neighbour_metrics,
     neighbour_subset,
@@ -116,7 +116,7 @@ def test_retrieval_recall_is_the_same_in_any_block_size_and_never_counts_the_que
 def test_spearman_from_ranks_computed_once_is_scipys(levels):
     from scipy.stats import spearmanr
 
-    from simreduce.evaluation import PairSimilarities, similarity_ranks
+    from simreduce.evaluate.metrics import PairSimilarities, similarity_ranks
 
     rng = np.random.default_rng(0)
     original = rng.normal(size=5000).astype(np.float32)

@@ -11,15 +11,15 @@ from helpers.project import CHARTS, artifact_paths, run_python, store_uri, tiny_
 from helpers.tiny_model import HIDDEN
 
 from simreduce.cli import main
-from simreduce.errors import SimreduceError
-from simreduce.losses import cosine_similarity_loss, pairwise_cosine
-from simreduce.precision import StoredPrecision
+from simreduce.experiment.tracking import TrackingStore
+from simreduce.experiment.tracking.registry import LoggedReducer, load_reducer
+from simreduce.experiment.tracking.runs import job_run
 from simreduce.reducers.base import apply_net
+from simreduce.reducers.losses import cosine_similarity_loss, pairwise_cosine
 from simreduce.reducers.nested import NestedCosineEncoder
+from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import layer_spec, rebuild, save_weights
-from simreduce.tracking import TrackingStore
-from simreduce.tracking.registry import LoggedReducer, load_reducer
-from simreduce.tracking.runs import job_run
+from simreduce.runtime.errors import SimreduceError
 
 
 def seeded_vectors(in_dim: int = 16) -> torch.Tensor:
@@ -31,7 +31,7 @@ def seeded_vectors(in_dim: int = 16) -> torch.Tensor:
 def trained(dims=(2, 4, 8), in_dim=16, steps=5) -> tuple[NestedCosineEncoder, torch.Tensor]:
     import lightning.pytorch as pl
 
-    from simreduce.data import BatchStream
+    from simreduce.vectors.data import BatchStream
 
     vectors = seeded_vectors(in_dim)
     encoder = NestedCosineEncoder(in_dim, list(dims), steps=steps).fit(vectors)

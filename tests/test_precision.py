@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from helpers.project import store_uri
 from sentence_transformers.util.quantization import quantize_embeddings
 
-from simreduce.errors import SimreduceError
-from simreduce.precision import PRECISIONS, StoredPrecision
+from simreduce.evaluate.scoring import EvalSettings
+from simreduce.experiment.tracking import TrackingStore
+from simreduce.experiment.tracking.registry import load_reducer
+from simreduce.experiment.tracking.runs import job_run
 from simreduce.reducers.base import apply_net, build_mlp
-from simreduce.scoring import EvalSettings
-from simreduce.tracking import TrackingStore
-from simreduce.tracking.registry import load_reducer
-from simreduce.tracking.runs import job_run
+from simreduce.reducers.precision import PRECISIONS, StoredPrecision
+from simreduce.runtime.errors import SimreduceError
 
 N, DIM = 60, 13  # 13 bits: binary pads its second byte
 TRAIN = torch.arange(40)  # the rows int8 is calibrated on; the other 20 may fall outside their ranges

@@ -9,11 +9,11 @@ import torch
 from helpers.project import artifact_paths, compose_config, store_runs, store_uri
 
 from simreduce.cli import main
-from simreduce.errors import SimreduceError
-from simreduce.job import run_job
+from simreduce.experiment.job import run_job
+from simreduce.experiment.tracking import TrackingStore
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.product_quantizer import CENTROIDS, ProductQuantizer
-from simreduce.tracking import TrackingStore
+from simreduce.runtime.errors import SimreduceError
 
 D = 16
 

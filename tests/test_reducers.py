@@ -10,12 +10,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 
-from simreduce.data import BatchStream
-from simreduce.errors import SimreduceError
-from simreduce.losses import cosine_similarity_loss, pairwise_cosine
 from simreduce.reducers.autoencoder import Autoencoder
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.cosine import CosineEncoder
+from simreduce.reducers.losses import cosine_similarity_loss, pairwise_cosine
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.data import BatchStream
 
 REDUCERS = ["cosine", "autoencoder", "pca", "svd", "random"]
 CLOSED_FORM = ["pca", "svd", "random"]

@@ -7,12 +7,12 @@ import pytest
 import torch
 from helpers.project import compose_config, store_runs, tiny_overrides
 
-from simreduce.data import BatchStream, RowBatches, VectorDataModule
-from simreduce.evaluation import pair_similarities
-from simreduce.job import run_job
-from simreduce.losses import pairwise_cosine
-from simreduce.sources import Vectors
-from simreduce.words import top_english_words
+from simreduce.evaluate.metrics import pair_similarities
+from simreduce.experiment.job import run_job
+from simreduce.reducers.losses import pairwise_cosine
+from simreduce.vectors.data import BatchStream, RowBatches, VectorDataModule
+from simreduce.vectors.sources import Vectors
+from simreduce.vectors.words import top_english_words
 
 
 def numbered_rows(n: int) -> torch.Tensor:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from simreduce import scoring
-from simreduce.scoring import EvalSettings, OriginalSide, score_reduction
+from simreduce.evaluate import scoring
+from simreduce.evaluate.scoring import EvalSettings, OriginalSide, score_reduction
 
 
 def scored(original: OriginalSide, reductions: list[torch.Tensor]) -> list[dict[str, float]]:

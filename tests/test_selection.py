@@ -5,9 +5,8 @@ import pandas as pd
 import pytest
 from helpers.project import compose_config
 
-from simreduce.errors import SimreduceError
-from simreduce.plots import metrics_vs_dim, pareto_frontier, rate_distortion
-from simreduce.selection import (
+from simreduce.evaluate.plots import metrics_vs_dim, pareto_frontier, rate_distortion
+from simreduce.experiment.selection import (
     TABLE_COLUMNS,
     Target,
     alias_decision,
@@ -16,6 +15,7 @@ from simreduce.selection import (
     select_winner,
     text_table,
 )
+from simreduce.runtime.errors import SimreduceError
 
 TOLERANCE = compose_config([]).select.tolerance  # the default rule
 

@@ -5,12 +5,12 @@ import mlflow
 import pytest
 from helpers.project import compose_config, store_runs, store_uri, sweep_end_config, tiny_overrides
 
-from simreduce import plots
-from simreduce.errors import StopRequested
-from simreduce.hydra_callbacks import SelectSweepWinner
-from simreduce.job import run_job
-from simreduce.signals import raise_if_stop_requested, stop_signals_deferred
-from simreduce.tracking.sweeps import sweep_id_of
+from simreduce.evaluate import plots
+from simreduce.experiment.callbacks import SelectSweepWinner
+from simreduce.experiment.job import run_job
+from simreduce.experiment.tracking.sweeps import sweep_id_of
+from simreduce.runtime.errors import StopRequested
+from simreduce.runtime.signals import raise_if_stop_requested, stop_signals_deferred
 
 
 def test_a_stop_signal_is_raised_at_the_next_check_not_where_it_lands():

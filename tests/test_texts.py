@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.project import job_runs, run_python, store_runs
 
-from simreduce import embedding
 from simreduce.cli import main
-from simreduce.embedding import Embedder
-from simreduce.errors import SimreduceError
-from simreduce.sources import TextSource
-from simreduce.texts import read_corpus
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors import embedding
+from simreduce.vectors.embedding import Embedder
+from simreduce.vectors.sources import TextSource
+from simreduce.vectors.texts import read_corpus
 
 TEXTS = [
     "The cat sat on the mat.",

@@ -3,11 +3,11 @@
 import pytest
 from helpers.project import store_uri
 
-from simreduce.errors import SimreduceError
-from simreduce.tracking import TrackingStore
-from simreduce.tracking.runs import JobRun
-from simreduce.tracking.store import quoted
-from simreduce.tracking.sweeps import failed_sweep_runs, find_finished_run, sweep_runs
+from simreduce.experiment.tracking import TrackingStore
+from simreduce.experiment.tracking.runs import JobRun
+from simreduce.experiment.tracking.store import quoted
+from simreduce.experiment.tracking.sweeps import failed_sweep_runs, find_finished_run, sweep_runs
+from simreduce.runtime.errors import SimreduceError
 
 
 def test_quoted_picks_the_quote_the_value_does_not_hold():

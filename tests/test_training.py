@@ -11,10 +11,10 @@ from helpers.project import (
 )
 from mlflow.models import Model
 
-from simreduce import job
-from simreduce.job import run_job
+from simreduce.experiment import job
+from simreduce.experiment.job import run_job
+from simreduce.experiment.tracking.registry import SPEC_KEY
 from simreduce.reducers.base import apply_net
-from simreduce.tracking.registry import SPEC_KEY
 
 STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "p99"]
 

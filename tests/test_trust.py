@@ -14,10 +14,10 @@ from helpers.project import PROJECT_ROOT, compose_config, store_uri
 from mlflow.models import Model
 
 from simreduce.cli import main
-from simreduce.embedding import Embedder
-from simreduce.errors import SimreduceError
-from simreduce.tracking import TrackingStore
-from simreduce.tracking.registry import SPEC_KEY, load_reducer, simreduce_parts
+from simreduce.experiment.tracking import TrackingStore
+from simreduce.experiment.tracking.registry import SPEC_KEY, load_reducer, simreduce_parts
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.embedding import Embedder
 
 
 @pytest.mark.parametrize("embedder", ["minilm", "deepseek_coder"])

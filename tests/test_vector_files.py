@@ -9,12 +9,12 @@ import torch
 from helpers.project import compose_config, job_runs, run_python, store_runs
 from safetensors.numpy import save_file
 
-from simreduce import sources, vector_files
 from simreduce.cli import main
-from simreduce.errors import SimreduceError, exit_on_user_error
-from simreduce.job import run_job
-from simreduce.sources import VectorFileSource
-from simreduce.vector_files import VectorFileSpec, iter_vector_chunks, open_vector_file
+from simreduce.experiment.job import run_job
+from simreduce.runtime.errors import SimreduceError, exit_on_user_error
+from simreduce.vectors import sources, vector_files
+from simreduce.vectors.sources import VectorFileSource
+from simreduce.vectors.vector_files import VectorFileSpec, iter_vector_chunks, open_vector_file
 
 N, D = 40, 12
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from helpers.reducers import build, fit_full_batch, low_rank_vectors
 
-from simreduce.errors import SimreduceError
-from simreduce.precision import StoredPrecision
 from simreduce.reducers.base import apply_net
+from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import SPEC_FORMAT, layer_spec, rebuild, save_weights
+from simreduce.runtime.errors import SimreduceError
 
 
 @pytest.mark.parametrize(

@@ -1,27 +1,31 @@
-"""The `simreduce` command: `select` a sweep's winner, `compress` new vectors with a logged reducer, and
-compute the `floor` no reducer of the cosine loss can beat.
+"""Make embedding vectors smaller while keeping their cosine similarities.
 
-Training stays in `python train.py` (Hydra); these commands only read and write the MLflow store.
+`simreduce train` trains and logs reducers (a Hydra run or sweep), `select` picks a sweep's winner, `compress`
+applies a logged reducer to new vectors, and `floor` computes the loss no reducer of the cosine loss can beat.
 """
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from simreduce.errors import exit_on_user_error
-from simreduce.paths import CONFIG_DIR, default_paths
-from simreduce.signals import stop_signals_deferred
-
-SELECT_DEFAULTS = OmegaConf.load(CONFIG_DIR / "select" / "default.yaml")  # train.py's, so both agree
+from simreduce.experiment.config import config_group
+from simreduce.runtime.errors import exit_on_user_error
+from simreduce.runtime.signals import stop_signals_deferred
 
 
 def build_parser() -> argparse.ArgumentParser:
+    select_defaults = config_group("select")  # what `simreduce train` selects with, so both agree
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument("--tracking-uri", help="the MLflow store (default: the SQLite store in <project root>/mlruns/)")
     parser = argparse.ArgumentParser(prog="simreduce", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser(
+        "train",
+        add_help=False,  # `simreduce train --help` is Hydra's: the config groups and their options
+        help="train and log reducers: `simreduce train -m encoder.dim=16,32,64` (Hydra overrides; --help lists them)",
+    ).add_argument("overrides", nargs=argparse.REMAINDER)
 
     select = commands.add_parser(
         "select",
@@ -36,28 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument(
         "--tolerance",
         type=float,
-        default=SELECT_DEFAULTS.tolerance,
+        default=select_defaults.tolerance,
         help="the winner is the smallest dim whose score is within this share of the best (default: %(default)s, "
-        "select.tolerance of train.py)",
+        "select.tolerance of simreduce train)",
     )
     select.add_argument(
         "--metric",
-        default=SELECT_DEFAULTS.metric,
-        help="the metric the target is on, any logged one (default: %(default)s, select.metric of train.py)",
+        default=select_defaults.metric,
+        help="the metric the target is on, any logged one (default: %(default)s, select.metric of simreduce train)",
     )
     select.add_argument(
         "--target",
         type=lambda v: None if v.lower() in ("none", "null") else float(v),
-        default=SELECT_DEFAULTS.target,
+        default=select_defaults.target,
         help="the winner is the cheapest candidate whose metric reaches this (>=; <= for rmse-like metrics); "
-        "none: the tolerance rule (default: %(default)s, select.target of train.py)",
+        "none: the tolerance rule (default: %(default)s, select.target of simreduce train)",
     )
     select.add_argument(
         "--register",
         choices=["auto", "always", "never"],
-        default=SELECT_DEFAULTS.register,
+        default=select_defaults.register,
         help="move the winner alias: auto (unless it holds a better model of the same data), always, never "
-        "(default: %(default)s, select.register of train.py)",
+        "(default: %(default)s, select.register of simreduce train)",
     )
 
     compress = commands.add_parser(
@@ -106,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     floor.add_argument(
         "--dims", type=lambda s: [int(d) for d in s.split(",")], help="e.g. 16,32 (default: floor.dims of the config)"
     )
-    floor.add_argument("overrides", nargs="*", help="train.py's Hydra overrides, e.g. data.n_words=1000")
+    floor.add_argument("overrides", nargs="*", help="simreduce train's Hydra overrides, e.g. data.n_words=1000")
     return parser
 
 
@@ -118,27 +122,36 @@ def show_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # Hydra reads the command line itself, its own --help included
+        from simreduce.experiment.train import train
+
+        sys.argv = ["simreduce train", *argv[1:]]
+        train()
+        return
     args = build_parser().parse_args(argv)
     show_logs()
     with exit_on_user_error():
         if args.command == "floor":
-            from simreduce.floor import floor_report
+            from simreduce.experiment.floor import floor_report
 
             print("\n".join(floor_report(args.overrides, args.dims)))
             return
-        store_uri = args.tracking_uri or default_paths().store_uri
+        store_uri = args.tracking_uri or config_group("paths").store_uri
         if args.command == "compress":
             from simreduce.compress import compress_file
-            from simreduce.vector_files import VectorFileSpec
+            from simreduce.vectors.vector_files import VectorFileSpec
 
             spec = VectorFileSpec(args.input, args.key, args.column, args.id_column)
             written = compress_file(store_uri, args.model, spec, args.output, args.drop_bad_rows, args.dim)
             dropped = f" ({written.n_dropped} bad row(s) left out)" if written.n_dropped else ""
             print(f"wrote {written.n_rows} x {written.dim} vectors as {written.precision} to {args.output}{dropped}")
             return
-        from simreduce.selection import make_target
-        from simreduce.sweep import summarise_sweep  # MLflow's import is deferred so that --help stays quick
-        from simreduce.tracking import TrackingStore
+        from simreduce.experiment.selection import make_target
+        from simreduce.experiment.summary import (
+            summarise_sweep,  # MLflow's import is deferred so that --help stays quick
+        )
+        from simreduce.experiment.tracking import TrackingStore
 
         with stop_signals_deferred():  # a stop ends the summary run KILLED, registering nothing
             target = make_target(args.metric, args.target)

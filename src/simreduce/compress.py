@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from simreduce.atomic import atomic_path
-from simreduce.errors import SimreduceError
-from simreduce.input_files import check_is_file
-from simreduce.paths import default_paths
-from simreduce.vector_files import (
+from simreduce.experiment.config import config_group
+from simreduce.runtime.atomic import atomic_path
+from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.input_files import check_is_file
+from simreduce.vectors.vector_files import (
     CHUNK_ROWS,
     VECTOR_SUFFIXES,
     VectorFileSpec,
@@ -62,8 +62,8 @@ def compress_file(
     as the model stores them: [N, dim] float32, float16 or int8 codes, or [N, ceil(dim/8)] uint8 packed sign
     bits."""
     check_paths(spec.path, output_path)
-    from simreduce.tracking import TrackingStore
-    from simreduce.tracking.registry import load_reducer
+    from simreduce.experiment.tracking import TrackingStore
+    from simreduce.experiment.tracking.registry import load_reducer
 
     # A model folder needs no store (unless its words or texts are to be embedded with its run's config).
     store = TrackingStore(store_uri) if Path(model_uri).is_dir() else TrackingStore.open(store_uri)
@@ -104,8 +104,8 @@ def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
     The sources (and transformers behind them) are imported here: a file of vectors never needs them."""
     from hydra.utils import instantiate
 
-    from simreduce.sources import TextSource, WordSource
-    from simreduce.tracking.registry import run_config
+    from simreduce.experiment.tracking.registry import run_config
+    from simreduce.vectors.sources import TextSource, WordSource
 
     if run_id is None:
         raise SimreduceError("this model has no MLflow run to take its embedder from: pass a file of vectors.")
@@ -116,7 +116,7 @@ def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
             "was trained on vectors from a file, with no embedder: pass vectors."
         )
     cfg = run_config(store, run_id)
-    embedder, cache_dir = instantiate(cfg.embedder), default_paths().cache_dir
+    embedder, cache_dir = instantiate(cfg.embedder), config_group("paths").cache_dir
     if source_kind == "texts":
         source = TextSource(embedder, str(spec.path), cache_dir, spec.column, spec.id_column, cfg.data.max_length)
     else:

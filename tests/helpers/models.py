@@ -5,10 +5,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from simreduce.precision import StoredPrecision
+from simreduce.experiment.tracking.registry import SPEC_KEY, WEIGHTS_PATH
 from simreduce.reducers.base import apply_net, build_mlp
+from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
-from simreduce.tracking.registry import SPEC_KEY, WEIGHTS_PATH
 
 
 def write_model_folder(

@@ -12,6 +12,8 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from simreduce.experiment.config import CONFIG_DIR
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHARTS = {"plots/base_distributions.png", "plots/difference_distribution.png", "plots/base_and_difference.png"}
 
@@ -33,7 +35,7 @@ def tiny_overrides(model: Path, words: Path) -> list[str]:
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from simreduce.errors import SimreduceError
+from simreduce.runtime.errors import SimreduceError
 
 
 @dataclass(frozen=True)
 class Candidate:
     """What selection ranks and compress serves: one map [N, D] -> [N, dim] a reducer yields, stored at one
-    precision (see `simreduce.precision`). A reducer yields one per storage precision asked for (a nested
+    precision (see `simreduce.reducers.precision`). A reducer yields one per storage precision asked for (a nested
     encoder one per prefix too), each scored and logged as its own run. `prefix_dims`: the sizes up to `dim`
     whose prefix of the map's output is itself a reduction (a nested encoder's), empty for any other map.
     `code_bytes`: when what is stored is not the map's output but a code it is decoded from (a product

@@ -11,7 +11,7 @@ import torch
 from sklearn.random_projection import GaussianRandomProjection
 
 from simreduce.reducers.base import Reducer, build_mlp, check_dim, check_rank, set_linear
-from simreduce.spectrum import cosine_spectrum, row_mean, spectrum
+from simreduce.reducers.spectrum import cosine_spectrum, row_mean, spectrum
 
 
 def cosine_svd_axes(vectors: torch.Tensor, dim: int) -> np.ndarray:

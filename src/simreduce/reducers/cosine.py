@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from simreduce.errors import SimreduceError
-from simreduce.losses import prefix_cosine_losses
 from simreduce.reducers.base import build_mlp, check_dim, check_lr, set_linear
+from simreduce.reducers.losses import prefix_cosine_losses
+from simreduce.reducers.spectrum import Spectrum, cosine_spectrum
 from simreduce.reducers.training import StopOnPlateau, TrainedReducer
-from simreduce.spectrum import Spectrum, cosine_spectrum
+from simreduce.runtime.errors import SimreduceError
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from simreduce.errors import SimreduceError
 from simreduce.reducers.base import Candidate, is_positive_int, prefix_map
 from simreduce.reducers.cosine import DEFAULT_LR, CosineEncoder
+from simreduce.runtime.errors import SimreduceError
 
 # How much faster L-BFGS moves along the output rotation than its raw coordinates (`cayley_rotation`). Steps to
 # the plateau on the default words: 950 without the rotation; 386 at 30 (matrix exponential), 173 at 100, 198 at

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from simreduce.errors import SimreduceError
 from simreduce.reducers.base import Candidate, Reducer, check_dim
+from simreduce.runtime.errors import SimreduceError
 
 CODE_BITS = 8  # per sub-quantizer: 256 centroids, one byte of code each
 CENTROIDS = 2**CODE_BITS

@@ -10,9 +10,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from simreduce.errors import SimreduceError
-from simreduce.precision import PRECISIONS, StoredPrecision
 from simreduce.reducers.base import build_mlp
+from simreduce.reducers.precision import PRECISIONS, StoredPrecision
+from simreduce.runtime.errors import SimreduceError
 
 SPEC_FORMAT = "simreduce.mlp/1"  # `build_mlp`'s layout; a new layout gets a new format name
 STORED_PREFIX = "stored."  # the stored precision's constants in the weights file, beside the map's tensors
@@ -71,6 +71,6 @@ def rebuild(spec: Mapping, weights_path: Path, source: str) -> tuple[nn.Sequenti
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as e:
         raise SimreduceError(
             f"model {source!r} has weights that do not match its layer spec ({str(e).splitlines()[0]}): "
-            "log it again with train.py."
+            "log it again with simreduce train."
         ) from e
     return net.eval(), stored

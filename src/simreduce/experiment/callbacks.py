@@ -1,0 +1,98 @@
+"""Hydra callbacks: set up the shared MLflow store once, before any job of a run or sweep writes to it, and
+pick the sweep's winner once all its jobs are done."""
+
+import logging
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from simreduce.runtime.distributed import is_rank_zero
+from simreduce.runtime.errors import StopRequested, exit_on_user_error, find_user_error
+from simreduce.runtime.signals import stop_signals_deferred
+
+log = logging.getLogger(__name__)
+
+
+class PrepareTrackingStore(Callback):
+    """Before any job: check the settings (a missing or empty word list fails here, in seconds, before MLflow
+    is imported), then create the store and the experiment once (on rank 0 of a trainer=ddp job), so parallel
+    jobs do not race to. A bad setting or an unusable store ends the run or sweep here, once, with one line and
+    exit 2."""
+
+    def _prepare(self, config: DictConfig) -> None:
+        from simreduce.experiment.job import check_settings
+
+        with exit_on_user_error():
+            check_settings(config)
+            if not is_rank_zero():  # of a trainer=ddp job: rank 0 alone writes to the store
+                return
+            from simreduce.experiment.tracking import TrackingStore
+
+            TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._prepare(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._prepare(config)
+
+
+class SelectSweepWinner(Callback):
+    """After `simreduce train -m ...`: rank the sweep's runs, log its summary run, register the winner, and
+    repeat the sizes the sweep skipped.
+
+    The sweep exits 1 when any job failed (whether or not its MLflow run was opened) or selection failed, with
+    a last line naming the failed jobs; retrying selection is suggested only where it can help (the runs are
+    there and readable, and something else went wrong).
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_rank_zero():  # of a trainer=ddp sweep: rank 0's jobs are the ones logged
+            return
+        from simreduce.experiment import summary as sweep
+        from simreduce.experiment.job import FAILED_FILE, SKIPPED_FILE, job_notes
+        from simreduce.experiment.selection import make_target
+        from simreduce.experiment.tracking import TrackingStore
+        from simreduce.experiment.tracking.sweeps import failed_sweep_runs, sweep_id_of
+
+        sweep_id = config.tracking.sweep_id or sweep_id_of(config.hydra.sweep.dir)
+        failed = {failed_job_name(line) for line in job_notes(config.hydra.sweep.dir, FAILED_FILE)}
+        selected = False
+        try:
+            store = TrackingStore.open(config.tracking.uri)
+            skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
+            with stop_signals_deferred():
+                summaries = sweep.summarise_sweep(
+                    store,
+                    sweep_id,
+                    config.select.tolerance,
+                    skipped=skipped,
+                    register=config.select.register,
+                    target=make_target(config.select.metric, config.select.target),
+                )
+            for result in summaries:
+                print(result.report(), flush=True)
+            selected = True
+            failed |= set(failed_sweep_runs(store, sweep_id))
+        except StopRequested as stop:
+            print(
+                f"simreduce: {stop} during selection; the summary run is marked KILLED and nothing was registered: "
+                f"redo it with `simreduce select --sweep {sweep_id}`",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + stop.signum) from None
+        except Exception as e:  # the runs are kept whatever went wrong
+            user_error = find_user_error(e)
+            retry = "" if user_error else f": retry with `simreduce select --sweep {sweep_id}`"
+            log.error("selection of sweep %s failed (%s)%s", sweep_id, user_error or f"{type(e).__name__}: {e}", retry)
+        if failed:
+            log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
+        if failed or not selected:
+            raise SystemExit(1)
+
+
+def failed_job_name(line: str) -> str:
+    """`cosine-d0064` from a job's `FAILED cosine-d0064: <error>` line."""
+    return line.removeprefix("FAILED ").split(": ", 1)[0]

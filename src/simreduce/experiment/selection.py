@@ -1,0 +1,307 @@
+"""Pick a sweep's winner: the cheapest candidate that reaches the user's target, or the study's rule.
+
+A candidate is one run: a reducer at one dim, its vectors stored at one precision (`precision`: float32,
+float16, int8, binary), costing `bytes_per_vector`.
+
+With a `Target` (`select.metric`, `select.target`): the winner is the candidate with the fewest bytes per
+vector whose metric reaches the target (>=, or <= for error-like metrics such as rmse); ties go to the better
+metric, then the smaller dim. When none reaches it, the best by the metric is named (and registered with
+`target_met=false`) with the size to try next.
+
+Without one (`select.target: null`), the study's rule made exact: a run's score is the RMSE of its differences
+(`sqrt(mean^2 + var)`: centred on 0 and narrow), on `heldout` pairs when it has any, else on `fit` pairs.
+`best` is the lowest score; the winner is the smallest candidate (fewest bytes per vector: the smallest `dim`
+at one precision) whose score is within `tolerance` of it (ties: the lower score, then the smaller dim, then
+the encoder's name).
+
+Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
+trivially) are ranked but cannot win, unless every run is degenerate; reference runs (another library's
+method, e.g. faiss product quantization) are ranked and charted but never win: they have no served model.
+
+Pure pandas: the runs come in as a DataFrame, whoever read them.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from simreduce.runtime.errors import SimreduceError
+
+KNN = "knn_recall_at_10"
+RECALL = "recall_at_10"
+TABLE_COLUMNS = [
+    "rank",
+    "winner",
+    "run",
+    "encoder",
+    "dim",
+    "precision",
+    "bytes",
+    "pairs",
+    "diff_mean",
+    "diff_var",
+    "fit_rmse",
+    "bound_rmse",
+    "spearman",
+    "knn@10",
+    "recall@10",
+    "degenerate",
+    "score",
+]
+# Metrics (by their last name part) where lower is better; for the rest (recall, spearman, ...) higher is.
+LOWER_IS_BETTER = ("rmse", "mae", "max_abs", "diff_var", "diff_std", "rmse_over_bound")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the user needs: `metric` (any logged metric, e.g. `heldout/recall_at_10`) at `value` or better."""
+
+    metric: str
+    value: float
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER
+
+    def reached(self, values: pd.Series) -> pd.Series:
+        return values <= self.value if self.lower_is_better else values >= self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric} {'<=' if self.lower_is_better else '>='} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """`table`: one row per run, best score first (TABLE_COLUMNS, then `run_id`); `winner`: one of its rows."""
+
+    table: pd.DataFrame
+    winner: pd.Series
+    reason: str
+    target_met: bool | None = None  # None: no target, the tolerance rule chose
+
+
+def run_score(metrics: Mapping[str, float]) -> float:
+    """One run's score under the rule: rmse of the differences on heldout pairs when it has any, else on fit."""
+    return float(metrics.get("heldout/rmse", metrics["fit/rmse"]))
+
+
+def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
+    return runs[name].astype(float) if name in runs else pd.Series(np.nan, index=runs.index)
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing),
+    `reference` (False when missing) and
+    metrics under their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, ...) ->
+    the unranked table, each row on its scored pairs."""
+    scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
+    stored_bytes = _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"])  # runs logged before it: float32
+
+    def on_scored_pairs(stat: str) -> pd.Series:
+        return _metric(runs, f"heldout/{stat}").where(scored == "heldout", _metric(runs, f"fit/{stat}"))
+
+    return pd.DataFrame(
+        {
+            "run": runs["run_name"],
+            "encoder": runs["encoder"],
+            "dim": runs["dim"].astype(int),
+            "precision": runs["precision"] if "precision" in runs else "float32",
+            "bytes": stored_bytes.astype(int),
+            "pairs": scored,
+            "diff_mean": on_scored_pairs("diff_mean"),
+            "diff_var": on_scored_pairs("diff_var"),
+            "fit_rmse": _metric(runs, "fit/rmse"),
+            "bound_rmse": np.sqrt(_metric(runs, "bound_ey")),
+            "spearman": on_scored_pairs("spearman"),
+            "knn@10": on_scored_pairs(KNN),
+            "recall@10": on_scored_pairs(RECALL),
+            "degenerate": runs["degenerate"].astype(bool),
+            "score": on_scored_pairs("rmse"),
+            "reference": runs["reference"].astype(bool) if "reference" in runs else False,
+            "run_id": runs["run_id"],
+            "input_bytes": (stored_bytes * _metric(runs, "compression_ratio")).round(),
+        }
+    )
+
+
+def _label(row: pd.Series) -> str:
+    """`cosine d=64`, named like its run: `cosine d=64 int8` when stored at another precision than float32."""
+    label = f"{row.encoder} d={row.dim}"
+    return label if row.precision == "float32" else f"{label} {row.precision}"
+
+
+def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> str:
+    rmse = f"{winner.pairs} rmse"
+    if len(eligible) == 1:
+        why = f"it is the only run that can win ({rmse} {winner.score:.4g})"
+    elif winner.run_id == best.run_id:
+        why = f"it has the lowest {rmse}, {best.score:.4g}, and no smaller size is within {tolerance:.0%} of it"
+    else:
+        why = (
+            f"the smallest size whose {rmse}, {winner.score:.4g}, is within {tolerance:.0%} "
+            f"of the best, {best.score:.4g} ({_label(best)})"
+        )
+    ours = table[~table.reference]
+    n_degenerate = int(ours.degenerate.sum())
+    if n_degenerate == len(ours):
+        why += "; every run is degenerate (dim at or above the number of training words): add words or lower dim"
+    elif n_degenerate:
+        why += f"; {n_degenerate} degenerate run(s), dim at or above the number of training words, could not win"
+    return f"{_label(winner)} wins: {why}."
+
+
+def make_target(metric: str, value: float | None) -> Target | None:
+    """`select.metric` and `select.target` as a `Target`, or None (the tolerance rule) when `value` is null."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise SimreduceError(f"select.target={value!r} must be a number, or null for the tolerance rule.")
+    if not isinstance(metric, str) or "/" not in metric:
+        raise SimreduceError(
+            f"select.metric={metric!r} is not a logged metric name: use e.g. heldout/recall_at_10 or heldout/rmse."
+        )
+    return Target(metric, float(value))
+
+
+def check_tolerance(tolerance: float) -> None:
+    if not tolerance >= 0:
+        raise SimreduceError(f"select.tolerance={tolerance} must be a number at or above 0, e.g. 0.1 for 10%.")
+
+
+REGISTER_POLICIES = ("auto", "always", "never")
+
+
+def check_register(policy: str) -> None:
+    if policy not in REGISTER_POLICIES:
+        raise SimreduceError(f"select.register={policy!r} is not one of {REGISTER_POLICIES}.")
+
+
+def alias_decision(
+    policy: str, holder: dict[str, str] | None, winner: dict[str, str], tolerance: float, target_met: bool | None = None
+) -> tuple[bool, str]:
+    """Whether the `winner` alias moves to this sweep's winner (tags `data_id`, `score`) from `holder` (the
+    tags and `version` of the version holding it, None when none does), and why, in a few words.
+
+    `auto` keeps a model nobody asked to replace. With a target (`target_met` not None) the alias moves only
+    when the winner reaches it. Without one, it moves to a model of other data (a new setup), or to one of the
+    same data whose score is within `tolerance` of the holder's (the tolerance rule's own reading of "as
+    good"); a throwaway sweep (`encoder.steps=0`, a tiny batch) scores worse and moves nothing.
+    """
+    check_register(policy)
+    if policy != "auto":
+        return policy == "always", f"select.register={policy}"
+    if target_met is not None:
+        return target_met, "it reaches the target" if target_met else "it misses the target"
+    if holder is None:
+        return True, "no version held it"
+    version = holder["version"]
+    if holder.get("data_id") != winner["data_id"]:
+        return True, f"it reduces other data than version {version}"
+    held, new = float(holder.get("score", "nan")), float(winner["score"])
+    if new <= held * (1 + tolerance):
+        return True, f"its score {new:.4g} is within {tolerance:.0%} of version {version}'s {held:.4g}, same data"
+    return False, (
+        f"version {version} scores {held:.4g} on the same data, better than {new:.4g}; select.register=always moves it"
+    )
+
+
+def select_winner(runs: pd.DataFrame, tolerance: float, target: Target | None = None) -> Selection:
+    """Rank `runs` (see `run_table`) and apply the rule of the module docstring: `target`'s when given, else
+    the tolerance rule."""
+    check_tolerance(tolerance)
+    table = run_table(runs)
+    if table.empty or table.score.isna().all():
+        raise SimreduceError("the sweep has no finished run with an rmse to compare: nothing to select.")
+    if target is not None:
+        return _select_by_target(runs, table, target)
+    table = table.sort_values(["score", "bytes", "encoder", "precision"], na_position="last", ignore_index=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    eligible = can_win(table[table.score.notna()])
+    best = eligible.iloc[0]
+    near_best = eligible[eligible.score <= best.score * (1 + tolerance)]
+    winner = near_best.sort_values(["bytes", "score", "dim", "encoder"]).iloc[0]
+    table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
+    return Selection(table, table.loc[winner.name], _reason(winner, best, eligible, table, tolerance))
+
+
+def can_win(scored: pd.DataFrame) -> pd.DataFrame:
+    """The scored rows that can win: no reference, and none degenerate unless all the others are."""
+    ours = scored[~scored.reference]
+    if ours.empty:
+        raise SimreduceError(
+            f"every scored run of the sweep is a reference ({', '.join(sorted(set(scored.encoder)))}), which is "
+            "never served: sweep one of simreduce's encoders beside it, e.g. -m encoder=cosine,pq."
+        )
+    return ours[~ours.degenerate] if not ours.degenerate.all() else ours
+
+
+def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -> Selection:
+    """The cheapest candidate (bytes per vector) reaching `target`; the table sorted by bytes."""
+    if target.metric not in runs or runs[target.metric].isna().all():
+        logged = sorted(c for c in runs.columns if "/" in c and runs[c].notna().any())
+        raise SimreduceError(f"select.metric={target.metric!r} is not logged by these runs: pick one of {logged}.")
+    metric = target.metric
+    table[metric] = runs[metric].astype(float).to_numpy()
+    better_first = target.lower_is_better
+    table = table.sort_values(
+        ["bytes", metric, "dim", "encoder", "precision"], ascending=[True, better_first, True, True, True]
+    )
+    table = table.reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    eligible = can_win(table[table[metric].notna()])
+    reaching = eligible[target.reached(eligible[metric])]
+    met = not reaching.empty
+    pool = reaching if met else eligible.sort_values(metric, ascending=better_first, kind="stable")
+    winner = pool.iloc[0]  # reaching is in bytes order: the cheapest; else the best by the metric (ties: cheaper)
+    table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
+    cheaper = eligible[eligible.bytes < winner.bytes]
+    return Selection(table, table.loc[winner.name], _target_reason(winner, cheaper, eligible, target, met), met)
+
+
+def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFrame, target: Target, met: bool) -> str:
+    metric, value = target.metric, winner[target.metric]
+    if met:
+        input_bytes = winner.input_bytes
+        smaller = (
+            f" ({input_bytes / winner.bytes:.3g}x smaller than the {input_bytes:,.0f}-byte input)"
+            if input_bytes > 0
+            else ""
+        )
+        why = f"{winner.bytes:,} bytes per vector{smaller}, {metric} {value:.4g} reaches {target.value:g}"
+        if not cheaper.empty:
+            next_cheaper = cheaper[cheaper.bytes == cheaper.bytes.max()].iloc[0]  # the best of the next size down
+            why += f"; the next cheaper candidate, {_label(next_cheaper)}, reaches {next_cheaper[metric]:.4g}"
+        return f"{_label(winner)} wins: {why}."
+    largest = int(eligible.dim.max())
+    in_dim = round(winner.input_bytes / 4) if winner.input_bytes > 0 else 0
+    if 2 * largest < in_dim:
+        setting = "a last prefix of encoder.dims of " if winner.encoder == "nested" else "encoder.dim="
+        next_step = f"try a larger size, e.g. {setting}{2 * largest}"
+    else:
+        next_step = f"no size below the {in_dim}-d input is left to try: lower select.target or keep the input"
+    return (
+        f"no candidate reaches {target}: the best, {_label(winner)}, reaches {value:.4g} at {winner.bytes:,} bytes "
+        f"per vector; {next_step}. It is registered with target_met=false."
+    )
+
+
+def shown_columns(table: pd.DataFrame) -> list[str]:
+    """TABLE_COLUMNS, `reference` when a run is one, then the target's metric when selection had one (a column
+    named like `heldout/...`)."""
+    references = ["reference"] if table.reference.any() else []
+    return TABLE_COLUMNS + references + [c for c in table.columns if "/" in c]
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of the shown columns, numbers to 5 significant digits."""
+    shown = table[shown_columns(table)]
+    cells = [[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row] for row in shown.itertuples(index=False)]
+    lines = [shown.columns.tolist(), ["---"] * len(shown.columns), *cells]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
+
+
+def text_table(table: pd.DataFrame) -> str:
+    """The shown columns aligned for a terminal."""
+    return table[shown_columns(table)].to_string(index=False, float_format=lambda v: f"{v:.5g}")

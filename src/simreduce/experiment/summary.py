@@ -1,0 +1,163 @@
+"""A sweep, end to end: read its runs back, pick the winner, log the `sweep-<id>` summary run with the
+ranked table and the overlay charts, and register the winner. Run by the Hydra callback after
+`simreduce train -m ...` and by `simreduce select`; nothing is retrained.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from simreduce.evaluate import plots
+from simreduce.evaluate.scoring import INPUT_BYTES
+from simreduce.experiment.selection import (
+    Selection,
+    Target,
+    alias_decision,
+    check_register,
+    markdown_table,
+    select_winner,
+    text_table,
+)
+from simreduce.experiment.tracking import TrackingStore
+from simreduce.experiment.tracking.registry import Registration, register_winner
+from simreduce.experiment.tracking.store import runs_page
+from simreduce.experiment.tracking.sweeps import failed_sweep_runs, load_run_array, log_sweep_summary, sweep_runs
+from simreduce.runtime.signals import raise_if_stop_requested
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    experiment_id: str
+    sweep_id: str
+    selection: Selection
+    summary_run_id: str
+    registration: Registration | None
+    failed: dict[str, str]
+    skipped: list[str]
+
+    @property
+    def ranked_by(self) -> str:
+        return "score" if self.selection.target_met is None else "bytes per vector, then the target's metric"
+
+    def report(self) -> str:
+        """What the terminal shows: the ranked table, the winner and why, and where it went."""
+        registered = (
+            self.registration.report()
+            if self.registration
+            else "not registered: its run logged no model (tracking.log_model=false)"
+        )
+        return (
+            f"sweep {self.sweep_id}: {len(self.selection.table)} run(s), ranked by {self.ranked_by}\n"
+            f"{text_table(self.selection.table)}\n"
+            f"{self.selection.reason}\n"
+            f"winner {self.selection.winner.run} ({self.selection.winner.run_id}) {registered}; "
+            f"summary run sweep-{self.sweep_id} ({self.summary_run_id})\n"
+            f"runs in the MLflow UI: {runs_page(self.experiment_id)}"
+            + "".join(f"\nFAILED {name}: {error}" for name, error in sorted(self.failed.items()))
+            + "".join(f"\n{reason}" for reason in self.skipped)
+        )
+
+
+def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figure]:
+    """The study's three charts with every run of the table overlaid, from each run's `diffs/fit.npy`."""
+    by_dim = table.sort_values(["dim", "encoder", "bytes"], ascending=[True, True, False])
+    labels = [plots.candidate_label(row.encoder, row.dim, row.precision) for row in by_dim.itertuples()]
+    if len(set(labels)) < len(labels):  # e.g. a sweep over seeds: tell the runs apart
+        labels = [f"{label} ({run_id[:6]})" for label, run_id in zip(labels, by_dim.run_id, strict=True)]
+    run_ids = dict(zip(labels, by_dim.run_id, strict=True))
+    diffs = {label: load_run_array(store, run_id, "diffs/fit.npy") for label, run_id in run_ids.items()}
+    first = by_dim.iloc[0]
+    original = load_run_array(store, first.run_id, "similarities/fit_original.npy")
+    reduced = {label: original - diff for label, diff in diffs.items()}
+    in_dim = round(first.input_bytes / INPUT_BYTES)
+    return plots.study_charts(original, f"original {in_dim}", reduced, diffs)
+
+
+def summarise_experiment(
+    store: TrackingStore,
+    runs: pd.DataFrame,
+    tolerance: float,
+    skipped: list[str],
+    register: str = "auto",
+    target: Target | None = None,
+) -> SweepSummary:
+    """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
+    skipped some sizes (no run was opened for them)."""
+    selection = select_winner(runs, tolerance, target)
+    table = selection.table
+    winner = selection.winner
+    experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
+    failed = failed_sweep_runs(store, sweep_id, [experiment_id])
+    target_tags = {"target": str(target), "target_met": str(selection.target_met).lower()} if target else {}
+    figures = overlay_charts(store, table) | {
+        "metrics_vs_dim.png": plots.metrics_vs_dim(table),
+        "rate_distortion.png": plots.rate_distortion(table, target),
+    }
+    markdown = markdown_table(selection.table)
+    summary_run_id = log_sweep_summary(
+        store,
+        experiment_id,
+        sweep_id,
+        texts={
+            "selection/ranking.csv": selection.table.to_csv(index=False),
+            "selection/ranking.md": markdown,
+        },
+        figures=figures,
+        note=f"{selection.reason}\n\n{markdown}",
+        tags={
+            "winner_run_id": winner.run_id,
+            "winner": winner.run,
+            "failed_runs": ", ".join(sorted(failed)) or "none",
+        }
+        | target_tags
+        | ({"skipped_sizes": "; ".join(skipped)} if skipped else {}),  # a later `select` knows none: keep them
+        metrics={
+            "tolerance": tolerance,
+            "winner_dim": float(winner.dim),
+            "winner_score": winner.score,
+            "best_score": float(np.nanmin(selection.table.score)),
+            "n_runs": float(len(selection.table)),
+        },
+        child_run_ids=list(runs.run_id[runs.job_run]),  # candidates' child runs stay under their job's run
+    )
+    raise_if_stop_requested()  # a stop during selection registers nothing
+    winner_row = runs.loc[runs.run_id == winner.run_id].iloc[0]
+    version_tags = {
+        "sweep_id": sweep_id,
+        "encoder": winner.encoder,
+        "dim": str(winner.dim),
+        "precision": winner.precision,
+        "data_id": winner_row.data_id,
+        "score": repr(float(winner.score)),
+    } | target_tags
+    registration = register_winner(
+        store,
+        winner.run_id,
+        experiment_id,
+        f"simreduce-{winner_row.source}-{winner_row.data_name}",
+        version_tags,
+        move_alias=lambda holder: alias_decision(register, holder, version_tags, tolerance, selection.target_met),
+    )
+    if registration is not None:
+        store.client.set_tag(summary_run_id, "alias_moved", str(registration.alias_moved).lower())
+    return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registration, failed, skipped)
+
+
+def summarise_sweep(
+    store: TrackingStore,
+    sweep_id: str | None,
+    tolerance: float,
+    experiment: str | None = None,
+    skipped: list[str] = (),
+    register: str = "auto",
+    target: Target | None = None,
+) -> list[SweepSummary]:
+    """Select and log a sweep (default: the latest), once per experiment it wrote to (one per data name);
+    `register` is the `winner` alias policy (`selection.alias_decision`), `target` what the winner must reach
+    (None: the tolerance rule)."""
+    check_register(register)
+    runs = sweep_runs(store, sweep_id, experiment)
+    groups = runs.groupby("experiment_id", sort=False)
+    return [summarise_experiment(store, group, tolerance, list(skipped), register, target) for _, group in groups]

@@ -1,0 +1,132 @@
+"""Where a model's files come from (a package, a local folder or the hub), the identity that goes into the cache
+key, and loading its tokenizer and base model with one clear message when that cannot be done."""
+
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from simreduce.runtime.errors import SimreduceError
+
+PACKAGE_SCHEME = "pkg://"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where model files are read from, and the identity that goes into the cache key."""
+
+    location: str
+    model_id: str
+    revision: str | None
+    local_only: bool
+    files: dict[str, str] = field(default_factory=dict)  # a local folder's file sizes and times: its "revision"
+
+
+def folder_fingerprint(folder: Path) -> dict[str, str]:
+    """{"files": sha256 of each top-level file's name, size and modification time}: a model folder edited
+    in place (new weights, another tokenizer) gets a new cache key without hashing gigabytes."""
+    entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return {"files": hashlib.sha256(repr(entries).encode()).hexdigest()[:16]}
+
+
+def resolve_model_source(name_or_path: str, revision: str | None = None) -> ModelSource:
+    """`pkg://package/folder` (a model shipped in a Python package), a local folder, or a hub id."""
+    if name_or_path.startswith(PACKAGE_SCHEME):
+        package, _, sub = name_or_path.removeprefix(PACKAGE_SCHEME).partition("/")
+        try:
+            module = importlib.import_module(package)
+        except ImportError as e:
+            raise SimreduceError(
+                f"model {name_or_path!r} needs the Python package {package!r}: pip install it, "
+                "or pass embedder.name_or_path=<a local model folder>."
+            ) from e
+        folder = Path(module.__file__).parent / sub
+        version = importlib.metadata.version(package.replace("_", "-"))
+        return ModelSource(str(folder), name_or_path, revision or version, local_only=True)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        folder = str(path.resolve())
+        return ModelSource(folder, folder, revision, local_only=True, files=folder_fingerprint(path))
+    if name_or_path.startswith((".", "/", "~")):
+        raise SimreduceError(f"model folder {name_or_path!r} does not exist: pass an existing folder or a hub id.")
+    return ModelSource(name_or_path, name_or_path, revision, local_only=False)
+
+
+def _hub_unreachable_reason() -> str | None:
+    """Why the model hub cannot be used right now, found in milliseconds instead of transformers' retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError as e:
+        return f"{url.hostname} cannot be reached ({e.strerror or e})"
+    return None
+
+
+def _load_failure(source: ModelSource, why: str) -> SimreduceError:
+    return SimreduceError(
+        f"cannot load model {source.model_id!r}: {why}. Run it where the hub is reachable, "
+        "point embedder.name_or_path at a local copy of the model, or use the offline default embedder=minilm."
+    )
+
+
+def load_pretrained(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False):
+    """Tokenizer and base model (no LM head); a model that cannot be had fails fast with one clear message."""
+    from transformers import AutoModel, AutoTokenizer
+
+    kwargs = {
+        "revision": source.revision if not source.local_only else None,
+        "trust_remote_code": trust_remote_code,
+    }
+    local_only = source.local_only
+    if not local_only:
+        try:  # a copy in the local HF cache needs no network at all
+            AutoTokenizer.from_pretrained(source.location, local_files_only=True, **kwargs)
+            local_only = True
+        except OSError:
+            if reason := _hub_unreachable_reason():
+                raise _load_failure(source, reason) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local_only, **kwargs)
+        model = AutoModel.from_pretrained(
+            source.location, local_files_only=local_only, dtype=_torch_dtype(dtype), **kwargs
+        )
+    except (OSError, ValueError) as e:
+        raise _load_failure(source, str(e).splitlines()[0]) from e
+    return tokenizer, model.eval()
+
+
+def _torch_dtype(name: str) -> torch.dtype | str:
+    if name == "auto":
+        return "auto"
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise SimreduceError(f"embedder.dtype={name!r} is not a torch dtype: use float32, bfloat16, float16 or auto.")
+    return dtype
+
+
+def read_model_json(source: ModelSource, filename: str) -> dict | list | None:
+    """A small JSON file of the model, or None where it has none: from its folder or, for a hub id, from the
+    local HF cache only, so reading one never waits on the network."""
+    if source.local_only:
+        path = Path(source.location) / filename
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source.location, filename, revision=source.revision)
+        path = Path(cached) if isinstance(cached, str) else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SimreduceError(f"{filename} of model {source.model_id!r} is not valid JSON ({e}): repair it.") from e
