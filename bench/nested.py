@@ -15,8 +15,9 @@ import torch
 from common import compose_config, print_table, quiet
 from hydra.utils import instantiate
 
+from simreduce.experiment.config import load_data
 from simreduce.reducers.losses import pairwise_cosine
-from simreduce.vectors.data import load_data, sample_rows
+from simreduce.vectors.data import sample_rows
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # its banners, once per Trainer
 

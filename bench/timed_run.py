@@ -58,21 +58,23 @@ class PhaseClock:
 
 
 def instrument(clock: PhaseClock) -> None:
-    """Attach the phases to the functions a job calls (see simreduce.experiment.job)."""
+    """Attach the phases to the functions a job calls, where it looks them up (simreduce.experiment.job and
+    candidates)."""
     import mlflow
     import mlflow.tracking.fluent
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from simreduce.experiment import job, plots, scoring
+    from simreduce.evaluate import plots
+    from simreduce.experiment import candidates, job
     from simreduce.experiment.tracking import TrackingStore, runs
     from simreduce.reducers import closed_form, cosine
 
     clock.wrap(job, "load_data", "embedding")
     clock.wrap(cosine.CosineEncoder, "fit", "training")
     clock.wrap(closed_form.ClosedFormReducer, "fit", "training")  # a closed-form fit is its training
-    clock.wrap(job, "train", "training")
+    clock.wrap(job, "fit", "training")
     clock.wrap(job, "apply_net", "evaluation")  # a candidate's map applied to the vectors, once per map
-    clock.wrap(scoring, "score_reduction", "evaluation")
+    clock.wrap(candidates, "score_reduction", "evaluation")
     clock.wrap(plots, "study_charts", "logging: charts")
     clock.wrap(runs.JobRun, "log_figures", "logging: charts")
     clock.wrap(runs.JobRun, "log_model", "logging: model")

@@ -33,7 +33,7 @@ class InMemorySource:
 
 def in_memory_data(vectors: torch.Tensor, batch_size: int) -> VectorDataModule:
     """The project's data module over a matrix already in memory, no held-out rows."""
-    return VectorDataModule(InMemorySource(vectors), name="bench", val_fraction=0.0, batch_size=batch_size)
+    return VectorDataModule(InMemorySource, name="bench", val_fraction=0.0, batch_size=batch_size, vectors=vectors)
 
 
 def optimizer_and_scheduler(configured):

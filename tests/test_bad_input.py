@@ -4,7 +4,8 @@ import pytest
 from helpers.project import PROJECT_ROOT, compose_config, run_python, store_runs, tiny_overrides
 
 from simreduce.experiment.callbacks import PrepareTrackingStore
-from simreduce.experiment.job import check_settings, run_job
+from simreduce.experiment.job import run_job
+from simreduce.experiment.settings import check_settings
 from simreduce.runtime.errors import exit_on_user_error
 from simreduce.vectors.words import clean_words
 

@@ -23,7 +23,8 @@ from helpers.tiny_model import HIDDEN, WORDS
 from simreduce.cli import main
 from simreduce.experiment import summary as sweep
 from simreduce.experiment.callbacks import SelectSweepWinner
-from simreduce.experiment.job import FAILED_FILE, run_job
+from simreduce.experiment.job import run_job
+from simreduce.experiment.notes import FAILED_FILE
 from simreduce.experiment.tracking import TrackingStore
 from simreduce.experiment.tracking.registry import load_reducer
 

@@ -14,10 +14,10 @@ from helpers.project import (
 )
 from sklearn.decomposition import PCA
 
+from simreduce.experiment.config import load_data
 from simreduce.experiment.job import run_job
 from simreduce.experiment.tracking import TrackingStore
 from simreduce.experiment.tracking.registry import load_reducer
-from simreduce.vectors.data import load_data
 
 REDUCERS = ["cosine", "autoencoder", "pca", "svd", "random"]
 DIMS = [4]

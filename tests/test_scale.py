@@ -84,7 +84,7 @@ class CountingSource:
 
 def test_the_data_module_reads_a_large_cache_once_per_process():
     source = CountingSource()
-    module = VectorDataModule(source, name="in-memory", batch_size=8)
+    module = VectorDataModule(lambda: source, name="in-memory", batch_size=8)
     module.prepare_data()
     module.setup("fit")
     module.prepare_data()  # Trainer.fit calls it again
@@ -94,14 +94,14 @@ def test_the_data_module_reads_a_large_cache_once_per_process():
 
 
 def test_fits_see_every_training_row_up_to_max_fit_rows_and_a_seeded_sample_above():
-    everything = VectorDataModule(CountingSource(), name="in-memory", max_fit_rows=16)
+    everything = VectorDataModule(CountingSource, name="in-memory", max_fit_rows=16)
     everything.setup("fit")
     assert torch.equal(everything.fit_idx, everything.train_idx)  # 16 training rows of 20
-    sampled = VectorDataModule(CountingSource(), name="in-memory", max_fit_rows=5)
+    sampled = VectorDataModule(CountingSource, name="in-memory", max_fit_rows=5)
     sampled.setup("fit")
     assert len(sampled.fit_idx) == 5 and set(sampled.fit_idx.tolist()) < set(sampled.train_idx.tolist())
     assert torch.equal(sampled.fit_vectors[:, 0].long(), sampled.fit_idx)  # row i holds i
-    again = VectorDataModule(CountingSource(), name="in-memory", max_fit_rows=5)
+    again = VectorDataModule(CountingSource, name="in-memory", max_fit_rows=5)
     again.setup("fit")
     assert torch.equal(again.fit_idx, sampled.fit_idx)
 

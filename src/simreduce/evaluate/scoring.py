@@ -26,9 +26,9 @@ from simreduce.evaluate.metrics import (
     similarity_spearman,
     true_neighbours,
 )
-from simreduce.reducers.base import is_positive_int
 from simreduce.reducers.precision import PRECISIONS, check_precisions
 from simreduce.reducers.spectrum import Spectrum, cosine_spectrum
+from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
 
 INPUT_BYTES = 4  # an input value, float32: what `compression_ratio` compares a stored vector with

@@ -22,7 +22,7 @@ class PrepareTrackingStore(Callback):
     exit 2."""
 
     def _prepare(self, config: DictConfig) -> None:
-        from simreduce.experiment.job import check_settings
+        from simreduce.experiment.settings import check_settings
 
         with exit_on_user_error():
             check_settings(config)
@@ -52,7 +52,7 @@ class SelectSweepWinner(Callback):
         if not is_rank_zero():  # of a trainer=ddp sweep: rank 0's jobs are the ones logged
             return
         from simreduce.experiment import summary as sweep
-        from simreduce.experiment.job import FAILED_FILE, SKIPPED_FILE, job_notes
+        from simreduce.experiment.notes import FAILED_FILE, SKIPPED_FILE, job_notes
         from simreduce.experiment.selection import make_target
         from simreduce.experiment.tracking import TrackingStore
         from simreduce.experiment.tracking.sweeps import failed_sweep_runs, sweep_id_of

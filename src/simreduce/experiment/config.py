@@ -1,4 +1,4 @@
-"""The Hydra config that ships inside the package, and the resolvers it reads.
+"""The Hydra config that ships inside the package, the resolvers it reads, and the data it builds.
 
 Run-time folders (the MLflow store, the vector cache, Hydra's logs) live under one root: `$SIMREDUCE_ROOT`, else
 the working directory, as MLflow's `./mlruns` and Hydra's `./outputs` do. Every folder is an interpolation of
@@ -8,10 +8,15 @@ the working directory, as MLflow's `./mlruns` and Hydra's `./outputs` do. Every 
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from simreduce.runtime.distributed import launch_time, world
+
+if TYPE_CHECKING:
+    from simreduce.vectors.data import VectorDataModule  # Lightning: loaded by the job, not by the config
 
 ROOT_ENV = "SIMREDUCE_ROOT"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"  # package data: the wheel carries it
@@ -47,3 +52,10 @@ def config_group(group: str, option: str = "default") -> DictConfig:
     """One option of a config group as its YAML says (`paths/default`, `select/default`): the commands outside
     Hydra read the same defaults as `simreduce train`."""
     return OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")
+
+
+def load_data(data_cfg: DictConfig) -> "VectorDataModule":
+    """The configured data module (config group `data`), its vectors loaded and split."""
+    datamodule = instantiate(data_cfg)
+    datamodule.setup("fit")
+    return datamodule

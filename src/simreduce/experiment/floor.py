@@ -52,7 +52,7 @@ def cosine_floor(vectors: torch.Tensor, dim: int, max_iter: int = 1000) -> float
 def floor_table(cfg: DictConfig, dims: Sequence[int] | None = None) -> dict[int, float]:
     """The floor of the configured training words (same words, split and seed as `simreduce train`) per dim
     (default: `floor.dims`)."""
-    from simreduce.vectors.data import load_data  # Lightning: only once the config is valid
+    from simreduce.experiment.config import load_data  # Lightning: only once the config is valid
 
     dims = list(dims or cfg.floor.dims)
     for dim in dims:

@@ -141,7 +141,7 @@ def summarise_experiment(
         move_alias=lambda holder: alias_decision(register, holder, version_tags, tolerance, selection.target_met),
     )
     if registration is not None:
-        store.client.set_tag(summary_run_id, "alias_moved", str(registration.alias_moved).lower())
+        store.set_run_tag(summary_run_id, "alias_moved", str(registration.alias_moved).lower())
     return SweepSummary(experiment_id, sweep_id, selection, summary_run_id, registration, failed, skipped)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
 
 
@@ -49,11 +50,6 @@ class Candidate:
 def apply_net(net: nn.Module, vectors: torch.Tensor) -> torch.Tensor:
     """[N, D] -> [N, dim] through `net`, on the CPU and in eval mode, as it is logged and served."""
     return net.cpu().eval()(vectors)
-
-
-def is_positive_int(value: object) -> bool:
-    """A size or a count: an int of at least 1 (not a bool, not a float like 2.5 from an override)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def build_mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_bias: bool = False) -> nn.Sequential:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from simreduce.reducers.base import Candidate, is_positive_int, prefix_map
+from simreduce.reducers.base import Candidate, prefix_map
 from simreduce.reducers.cosine import DEFAULT_LR, CosineEncoder
+from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
 
 # How much faster L-BFGS moves along the output rotation than its raw coordinates (`cayley_rotation`). Steps to

@@ -3,19 +3,16 @@
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning.pytorch as pl
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from simreduce.reducers.base import is_positive_int
+from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.distributed import share
 from simreduce.runtime.errors import SimreduceError
-from simreduce.vectors.embedding import Embedder
-from simreduce.vectors.sources import TextSource, VectorFileSource, VectorSource, WordSource
+from simreduce.vectors.sources import VectorSource
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +108,22 @@ def sample_rows(rows: torch.Tensor, max_rows: int, seed: int) -> torch.Tensor:
 class VectorDataModule(pl.LightningDataModule):
     """A source's vectors, split into train/val by a seeded permutation and served as batches.
 
-    `prepare_data` builds the source's cache if it is missing; `setup` loads and splits. The vectors are loaded
-    once per process and kept: a large cache is read and hashed once, whoever calls these hooks. `name` names
-    the data in the experiment and the registered model (`simreduce-words-minilm`).
+    `source` builds the source from the settings that are not the split's (`source_settings`): its class
+    (`WordSource`, `TextSource`, `VectorFileSource`), so that each setting is named once, in the YAML of
+    `conf/data/` and in the source. `prepare_data` builds the source's cache if it is missing; `setup` loads and
+    splits. The vectors are loaded once per process and kept: a large cache is read and hashed once, whoever calls
+    these hooks. `name` names the data in the experiment and the registered model (`simreduce-words-minilm`).
     """
 
     def __init__(
         self,
-        source: VectorSource,
+        source: Callable[..., VectorSource],
         name: str,
         val_fraction: float = 0.2,
         batch_size: int = 1024,
         seed: int = 0,
         max_fit_rows: int = 100_000,
+        **source_settings,
     ):
         super().__init__()
         if not 0 <= seed < 2**32:  # numpy's and Lightning's range
@@ -136,6 +136,7 @@ class VectorDataModule(pl.LightningDataModule):
             raise SimreduceError(
                 f"data.val_fraction={val_fraction} is outside [0, 1): use e.g. 0.2, or 0 for no split."
             )
+        source = source(**source_settings)
         self.source = source
         self.name = name
         self.val_fraction = val_fraction
@@ -195,56 +196,3 @@ class VectorDataModule(pl.LightningDataModule):
     def _rank(self) -> tuple[int, int]:
         """(rank, world size) of the Trainer's processes, whose shares of each batch the loaders serve."""
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-
-
-class WordDataModule(VectorDataModule):
-    """`data=words`: a `WordSource` with the split and batch settings every source shares."""
-
-    def __init__(
-        self,
-        embedder: Embedder,
-        cache_dir: str,
-        n_words: int = 512,
-        words_file: str | None = None,
-        **split,
-    ):
-        super().__init__(WordSource(embedder, cache_dir, n_words, words_file), **split)
-
-
-class VectorFileDataModule(VectorDataModule):
-    """`data=vectors`: a `VectorFileSource` (a file of vectors, memory-mapped) with the shared split and batches."""
-
-    def __init__(
-        self,
-        path: str,
-        cache_dir: str,
-        key: str | None = None,
-        column: str | None = None,
-        id_column: str | None = None,
-        drop_bad_rows: bool = False,
-        **split,
-    ):
-        super().__init__(VectorFileSource(path, cache_dir, key, column, id_column, drop_bad_rows), **split)
-
-
-class TextDataModule(VectorDataModule):
-    """`data=texts`: a `TextSource` (a corpus embedded by a model) with the shared split and batches."""
-
-    def __init__(
-        self,
-        embedder: Embedder,
-        path: str,
-        cache_dir: str,
-        column: str | None = None,
-        id_column: str | None = None,
-        max_length: int | None = None,
-        **split,
-    ):
-        super().__init__(TextSource(embedder, path, cache_dir, column, id_column, max_length), **split)
-
-
-def load_data(data_cfg: DictConfig) -> VectorDataModule:
-    """The configured data module (config group `data`), its vectors loaded and split."""
-    datamodule = instantiate(data_cfg)
-    datamodule.setup("fit")
-    return datamodule

@@ -127,6 +127,12 @@ class TrackingStore:
     def all_experiment_ids(self) -> list[str]:
         return [e.experiment_id for e in self.client.search_experiments()]
 
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return self.client.get_run(run_id).data.tags
+
+    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
     @contextlib.contextmanager
     def downloaded(self, run_id: str, artifact_path: str) -> Iterator[Path]:
         """A run's artifact, downloaded to a temporary file for the block's duration."""
