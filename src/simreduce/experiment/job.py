@@ -80,7 +80,8 @@ def check_settings(cfg: DictConfig) -> None:
     in seconds with one line and leaves no MLflow run: the source's ids first (before anything heavy is
     imported), then scoring, selection and the trainer's accelerator. Sizes are checked per job, where the
     input width is known (a sweep skips those that are no reduction)."""
-    from simreduce.experiment.selection import check_register, check_tolerance, make_target
+    from simreduce.experiment.alias_policy import check_register
+    from simreduce.experiment.selection import check_tolerance, make_target
 
     instantiate(cfg.data).source.ids()
     instantiate(cfg.eval)

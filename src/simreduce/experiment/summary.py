@@ -11,15 +11,9 @@ from matplotlib.figure import Figure
 
 from simreduce.evaluate import plots
 from simreduce.evaluate.scoring import INPUT_BYTES
-from simreduce.experiment.selection import (
-    Selection,
-    Target,
-    alias_decision,
-    check_register,
-    markdown_table,
-    select_winner,
-    text_table,
-)
+from simreduce.experiment.alias_policy import alias_decision, check_register
+from simreduce.experiment.ranking_table import markdown_table, text_table
+from simreduce.experiment.selection import Selection, Target, select_winner
 from simreduce.experiment.tracking import TrackingStore
 from simreduce.experiment.tracking.registry import Registration, register_winner
 from simreduce.experiment.tracking.store import runs_page
