@@ -6,7 +6,8 @@ import time
 import torch
 from common import anisotropic_vectors, compose_config, print_table
 
-from simreduce.evaluate.metrics import difference_stats, pair_similarities, retrieval_recall
+from simreduce.evaluate.neighbours import retrieval_recall
+from simreduce.evaluate.pairs import difference_stats, pair_similarities
 from simreduce.evaluate.scoring import EvalSettings, OriginalSide, score_reduction
 from simreduce.reducers.precision import StoredPrecision
 

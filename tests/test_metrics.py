@@ -3,15 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simreduce.evaluate.metrics import (
-    eckart_young_bound,
-    neighbour_metrics,
-    neighbour_subset,
-    pair_similarities,
-    pca_explained_variance,
-    retrieval_recall,
-    similarity_spearman,
-)
+from simreduce.evaluate.bounds import eckart_young_bound, pca_explained_variance
+from simreduce.evaluate.neighbours import neighbour_metrics, neighbour_subset, retrieval_recall
+from simreduce.evaluate.pairs import pair_similarities, similarity_spearman
 
 
 def explicit_rank_d_mse(x: torch.Tensor, dim: int) -> float:
@@ -116,7 +110,7 @@ def test_retrieval_recall_is_the_same_in_any_block_size_and_never_counts_the_que
 def test_spearman_from_ranks_computed_once_is_scipys(levels):
     from scipy.stats import spearmanr
 
-    from simreduce.evaluate.metrics import PairSimilarities, similarity_ranks
+    from simreduce.evaluate.pairs import PairSimilarities, similarity_ranks
 
     rng = np.random.default_rng(0)
     original = rng.normal(size=5000).astype(np.float32)

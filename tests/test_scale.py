@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers.project import compose_config, store_runs, tiny_overrides
 
-from simreduce.evaluate.metrics import pair_similarities
+from simreduce.evaluate.pairs import pair_similarities
 from simreduce.experiment.job import run_job
 from simreduce.reducers.losses import pairwise_cosine
 from simreduce.vectors.data import BatchStream, RowBatches, VectorDataModule

@@ -6,15 +6,9 @@ import pytest
 from helpers.project import compose_config
 
 from simreduce.evaluate.plots import metrics_vs_dim, pareto_frontier, rate_distortion
-from simreduce.experiment.selection import (
-    TABLE_COLUMNS,
-    Target,
-    alias_decision,
-    make_target,
-    markdown_table,
-    select_winner,
-    text_table,
-)
+from simreduce.experiment.alias_policy import alias_decision
+from simreduce.experiment.ranking_table import TABLE_COLUMNS, markdown_table, text_table
+from simreduce.experiment.selection import Target, make_target, select_winner
 from simreduce.runtime.errors import SimreduceError
 
 TOLERANCE = compose_config([]).select.tolerance  # the default rule

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
-from simreduce.evaluate.metrics import pca_explained_variance
+from simreduce.evaluate.bounds import pca_explained_variance
 from simreduce.reducers.spectrum import cosine_spectrum, row_mean, spectrum
 
 

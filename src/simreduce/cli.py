@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from simreduce.experiment.alias_policy import REGISTER_POLICIES
 from simreduce.experiment.config import config_group
 from simreduce.runtime.errors import exit_on_user_error
 from simreduce.runtime.signals import stop_signals_deferred
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     select.add_argument(
         "--register",
-        choices=["auto", "always", "never"],
+        choices=REGISTER_POLICIES,
         default=select_defaults.register,
         help="move the winner alias: auto (unless it holds a better model of the same data), always, never "
         "(default: %(default)s, select.register of simreduce train)",

@@ -122,7 +122,7 @@ METRIC_PANELS = {  # table column -> (panel title, log scale)
 
 
 def metrics_vs_dim(table: pd.DataFrame) -> Figure:
-    """A sweep's selection table (see `selection.run_table`) -> one panel per metric against `dim`, one line
+    """A sweep's selection table (see `ranking_table.run_table`) -> one panel per metric against `dim`, one line
     per reducer and precision; the rmse panel also draws the Eckart-Young bound that no embedding of that size
     can beat."""
     data = table.assign(

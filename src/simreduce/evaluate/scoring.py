@@ -11,23 +11,18 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from simreduce.evaluate.metrics import (
+from simreduce.evaluate.bounds import eckart_young_bound, pca_explained_variance
+from simreduce.evaluate.neighbours import neighbour_metrics, neighbour_subset, retrieval_recall, true_neighbours
+from simreduce.evaluate.pairs import (
     PairSimilarities,
-    centred_spectrum,
     difference_stats,
-    eckart_young_bound,
-    neighbour_metrics,
-    neighbour_subset,
     pair_sets,
-    pca_explained_variance,
-    retrieval_recall,
     side_similarities,
     similarity_ranks,
     similarity_spearman,
-    true_neighbours,
 )
 from simreduce.reducers.precision import PRECISIONS, check_precisions
-from simreduce.reducers.spectrum import Spectrum, cosine_spectrum
+from simreduce.reducers.spectrum import Spectrum, centred_spectrum, cosine_spectrum
 from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
 

@@ -27,29 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from simreduce.experiment.ranking_table import run_table
 from simreduce.runtime.errors import SimreduceError
 
-KNN = "knn_recall_at_10"
-RECALL = "recall_at_10"
-TABLE_COLUMNS = [
-    "rank",
-    "winner",
-    "run",
-    "encoder",
-    "dim",
-    "precision",
-    "bytes",
-    "pairs",
-    "diff_mean",
-    "diff_var",
-    "fit_rmse",
-    "bound_rmse",
-    "spearman",
-    "knn@10",
-    "recall@10",
-    "degenerate",
-    "score",
-]
 # Metrics (by their last name part) where lower is better; for the rest (recall, spearman, ...) higher is.
 LOWER_IS_BETTER = ("rmse", "mae", "max_abs", "diff_var", "diff_std", "rmse_over_bound")
 
@@ -74,7 +54,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Selection:
-    """`table`: one row per run, best score first (TABLE_COLUMNS, then `run_id`); `winner`: one of its rows."""
+    """`table`: `run_table`'s rows ranked (by score, or by bytes per vector with a target), `rank` and `winner`
+    first; `winner`: one of its rows."""
 
     table: pd.DataFrame
     winner: pd.Series
@@ -85,45 +66,6 @@ class Selection:
 def run_score(metrics: Mapping[str, float]) -> float:
     """One run's score under the rule: rmse of the differences on heldout pairs when it has any, else on fit."""
     return float(metrics.get("heldout/rmse", metrics["fit/rmse"]))
-
-
-def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
-    return runs[name].astype(float) if name in runs else pd.Series(np.nan, index=runs.index)
-
-
-def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing),
-    `reference` (False when missing) and
-    metrics under their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, ...) ->
-    the unranked table, each row on its scored pairs."""
-    scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
-    stored_bytes = _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"])  # runs logged before it: float32
-
-    def on_scored_pairs(stat: str) -> pd.Series:
-        return _metric(runs, f"heldout/{stat}").where(scored == "heldout", _metric(runs, f"fit/{stat}"))
-
-    return pd.DataFrame(
-        {
-            "run": runs["run_name"],
-            "encoder": runs["encoder"],
-            "dim": runs["dim"].astype(int),
-            "precision": runs["precision"] if "precision" in runs else "float32",
-            "bytes": stored_bytes.astype(int),
-            "pairs": scored,
-            "diff_mean": on_scored_pairs("diff_mean"),
-            "diff_var": on_scored_pairs("diff_var"),
-            "fit_rmse": _metric(runs, "fit/rmse"),
-            "bound_rmse": np.sqrt(_metric(runs, "bound_ey")),
-            "spearman": on_scored_pairs("spearman"),
-            "knn@10": on_scored_pairs(KNN),
-            "recall@10": on_scored_pairs(RECALL),
-            "degenerate": runs["degenerate"].astype(bool),
-            "score": on_scored_pairs("rmse"),
-            "reference": runs["reference"].astype(bool) if "reference" in runs else False,
-            "run_id": runs["run_id"],
-            "input_bytes": (stored_bytes * _metric(runs, "compression_ratio")).round(),
-        }
-    )
 
 
 def _label(row: pd.Series) -> str:
@@ -166,45 +108,9 @@ def make_target(metric: str, value: float | None) -> Target | None:
 
 
 def check_tolerance(tolerance: float) -> None:
+    """Refuse a `select.tolerance` below 0 or NaN (which no comparison with the best score could pass)."""
     if not tolerance >= 0:
         raise SimreduceError(f"select.tolerance={tolerance} must be a number at or above 0, e.g. 0.1 for 10%.")
-
-
-REGISTER_POLICIES = ("auto", "always", "never")
-
-
-def check_register(policy: str) -> None:
-    if policy not in REGISTER_POLICIES:
-        raise SimreduceError(f"select.register={policy!r} is not one of {REGISTER_POLICIES}.")
-
-
-def alias_decision(
-    policy: str, holder: dict[str, str] | None, winner: dict[str, str], tolerance: float, target_met: bool | None = None
-) -> tuple[bool, str]:
-    """Whether the `winner` alias moves to this sweep's winner (tags `data_id`, `score`) from `holder` (the
-    tags and `version` of the version holding it, None when none does), and why, in a few words.
-
-    `auto` keeps a model nobody asked to replace. With a target (`target_met` not None) the alias moves only
-    when the winner reaches it. Without one, it moves to a model of other data (a new setup), or to one of the
-    same data whose score is within `tolerance` of the holder's (the tolerance rule's own reading of "as
-    good"); a throwaway sweep (`encoder.steps=0`, a tiny batch) scores worse and moves nothing.
-    """
-    check_register(policy)
-    if policy != "auto":
-        return policy == "always", f"select.register={policy}"
-    if target_met is not None:
-        return target_met, "it reaches the target" if target_met else "it misses the target"
-    if holder is None:
-        return True, "no version held it"
-    version = holder["version"]
-    if holder.get("data_id") != winner["data_id"]:
-        return True, f"it reduces other data than version {version}"
-    held, new = float(holder.get("score", "nan")), float(winner["score"])
-    if new <= held * (1 + tolerance):
-        return True, f"its score {new:.4g} is within {tolerance:.0%} of version {version}'s {held:.4g}, same data"
-    return False, (
-        f"version {version} scores {held:.4g} on the same data, better than {new:.4g}; select.register=always moves it"
-    )
 
 
 def select_winner(runs: pd.DataFrame, tolerance: float, target: Target | None = None) -> Selection:
@@ -285,23 +191,3 @@ def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFr
         f"no candidate reaches {target}: the best, {_label(winner)}, reaches {value:.4g} at {winner.bytes:,} bytes "
         f"per vector; {next_step}. It is registered with target_met=false."
     )
-
-
-def shown_columns(table: pd.DataFrame) -> list[str]:
-    """TABLE_COLUMNS, `reference` when a run is one, then the target's metric when selection had one (a column
-    named like `heldout/...`)."""
-    references = ["reference"] if table.reference.any() else []
-    return TABLE_COLUMNS + references + [c for c in table.columns if "/" in c]
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of the shown columns, numbers to 5 significant digits."""
-    shown = table[shown_columns(table)]
-    cells = [[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row] for row in shown.itertuples(index=False)]
-    lines = [shown.columns.tolist(), ["---"] * len(shown.columns), *cells]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
-
-
-def text_table(table: pd.DataFrame) -> str:
-    """The shown columns aligned for a terminal."""
-    return table[shown_columns(table)].to_string(index=False, float_format=lambda v: f"{v:.5g}")

@@ -4,9 +4,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from simreduce.experiment.alias_policy import check_register
 from simreduce.experiment.console import quiet_dependencies
 from simreduce.experiment.notes import hydra_verbose
-from simreduce.experiment.selection import check_register, check_tolerance, make_target
+from simreduce.experiment.selection import check_tolerance, make_target
 from simreduce.reducers.base import run_name
 from simreduce.runtime import distributed
 from simreduce.runtime.checks import is_positive_int

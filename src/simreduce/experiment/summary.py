@@ -11,15 +11,9 @@ from matplotlib.figure import Figure
 
 from simreduce.evaluate import plots
 from simreduce.evaluate.scoring import INPUT_BYTES
-from simreduce.experiment.selection import (
-    Selection,
-    Target,
-    alias_decision,
-    check_register,
-    markdown_table,
-    select_winner,
-    text_table,
-)
+from simreduce.experiment.alias_policy import alias_decision, check_register
+from simreduce.experiment.ranking_table import markdown_table, text_table
+from simreduce.experiment.selection import Selection, Target, select_winner
 from simreduce.experiment.tracking import TrackingStore
 from simreduce.experiment.tracking.registry import Registration, register_winner
 from simreduce.experiment.tracking.store import runs_page
@@ -155,7 +149,7 @@ def summarise_sweep(
     target: Target | None = None,
 ) -> list[SweepSummary]:
     """Select and log a sweep (default: the latest), once per experiment it wrote to (one per data name);
-    `register` is the `winner` alias policy (`selection.alias_decision`), `target` what the winner must reach
+    `register` is the `winner` alias policy (`alias_policy.alias_decision`), `target` what the winner must reach
     (None: the tolerance rule)."""
     check_register(register)
     runs = sweep_runs(store, sweep_id, experiment)

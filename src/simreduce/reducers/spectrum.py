@@ -71,3 +71,8 @@ def cosine_spectrum(vectors: torch.Tensor, block_rows: int = BLOCK_ROWS) -> Spec
 def row_mean(vectors: torch.Tensor, block_rows: int = BLOCK_ROWS) -> torch.Tensor:
     """[N, D] -> [D] float64 mean row, summed block by block."""
     return sum(block.sum(dim=0) for block in row_blocks(vectors, block_rows=block_rows)) / len(vectors)
+
+
+def centred_spectrum(vectors: torch.Tensor) -> Spectrum:
+    """The spectrum of [N, D] vectors less their mean: PCA's."""
+    return spectrum(vectors, shift=-row_mean(vectors))
