@@ -25,6 +25,7 @@ from simreduce.experiment import summary as sweep
 from simreduce.experiment.callbacks import SelectSweepWinner
 from simreduce.experiment.job import run_job
 from simreduce.experiment.notes import FAILED_FILE
+from simreduce.experiment.selection import make_target
 from simreduce.experiment.tracking import TrackingStore
 from simreduce.experiment.tracking.registry import load_reducer
 
@@ -208,6 +209,31 @@ def test_degenerate_run_is_tagged_and_has_a_zero_floor(project, tiny_llama, tmp_
     assert run["metrics.n_train_words"] == 10
     assert run["metrics.bound_ey"] == 0
     assert "metrics.rmse_over_bound" not in run
+
+
+def test_the_study_setting_without_held_out_rows_ends_with_a_winner_under_the_default_target(
+    project, tiny_llama, words_file
+):
+    defaults = compose_config([]).select
+    for dim in (4, 8):
+        run_job(
+            compose_config(
+                [
+                    *tiny_overrides(tiny_llama, words_file),
+                    "data.val_fraction=0",
+                    f"encoder.dim={dim}",
+                    "tracking.sweep_id=study",
+                    "tracking.log_model=true",
+                ]
+            )
+        )
+    target = make_target(defaults.metric, defaults.target)
+    [summary] = sweep.summarise_sweep(
+        TrackingStore.open(store_uri(project)), "study", defaults.tolerance, target=target
+    )
+    assert summary.selection.target.metric == "fit/recall_at_10"
+    assert "no run has held-out rows (data.val_fraction=0): the target is on fit/recall_at_10" in summary.report()
+    assert summary.registration is not None
 
 
 def test_a_selection_that_failed_by_chance_says_how_to_retry(project, caplog, monkeypatch):

@@ -301,3 +301,16 @@ def test_a_sweep_of_references_alone_has_nothing_to_serve():
 def test_without_references_the_table_has_no_reference_column():
     table = select_winner(runs(("cosine", 16, 0.2, False)), TOLERANCE).table
     assert "reference" not in text_table(table).splitlines()[0]
+
+
+def test_without_held_out_rows_a_held_out_target_is_read_on_the_fit_rows_and_says_so():
+    study = runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False))  # data.val_fraction=0: no heldout/*
+    study = study.drop(columns=[c for c in study.columns if c.startswith("heldout/")])
+    study["fit/recall_at_10"] = [0.7, 0.95]
+    selection = select_winner(study, TOLERANCE, RECALL_90)
+    assert (selection.winner.dim, selection.target_met) == (32, True)
+    assert selection.target == Target("fit/recall_at_10", 0.9)
+    assert selection.reason.startswith("no run has held-out rows (data.val_fraction=0): the target is on fit/recall")
+    # Runs that have held-out rows are never read on their fit rows: a metric they lack is an error.
+    with pytest.raises(SimreduceError, match="is not logged by these runs"):
+        select_winner(runs(("cosine", 16, 0.2, False)), TOLERANCE, RECALL_90)

@@ -6,7 +6,9 @@ float16, int8, binary), costing `bytes_per_vector`.
 With a `Target` (`select.metric`, `select.target`): the winner is the candidate with the fewest bytes per
 vector whose metric reaches the target (>=, or <= for error-like metrics such as rmse); ties go to the better
 metric, then the smaller dim. When none reaches it, the best by the metric is named (and registered with
-`target_met=false`) with the size to try next.
+`target_met=false`) with the size to try next. Runs with no held-out rows (`data.val_fraction=0`, the study's
+setting) log no `heldout/` metric: a held-out target then falls back to the same metric on the fit rows, and
+the reason says so.
 
 Without one (`select.target: null`), the study's rule made exact: a run's score is the RMSE of its differences
 (`sqrt(mean^2 + var)`: centred on 0 and narrow), on `heldout` pairs when it has any, else on `fit` pairs.
@@ -61,6 +63,7 @@ class Selection:
     winner: pd.Series
     reason: str
     target_met: bool | None = None  # None: no target, the tolerance rule chose
+    target: "Target | None" = None  # the target applied: the one asked for, or its fit-rows fallback
 
 
 def run_score(metrics: Mapping[str, float]) -> float:
@@ -143,11 +146,27 @@ def can_win(scored: pd.DataFrame) -> pd.DataFrame:
     return ours[~ours.degenerate] if not ours.degenerate.all() else ours
 
 
-def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -> Selection:
-    """The cheapest candidate (bytes per vector) reaching `target`; the table sorted by bytes."""
-    if target.metric not in runs or runs[target.metric].isna().all():
-        logged = sorted(c for c in runs.columns if "/" in c and runs[c].notna().any())
-        raise SimreduceError(f"select.metric={target.metric!r} is not logged by these runs: pick one of {logged}.")
+def _logged(runs: pd.DataFrame, metric: str) -> bool:
+    return metric in runs and runs[metric].notna().any()
+
+
+def applied_target(runs: pd.DataFrame, target: Target) -> tuple[Target, str]:
+    """`target` on a metric these runs logged, and what was changed to get there ("" when nothing was): a
+    held-out metric is read on the fit rows (their own queries) when no run has held-out rows."""
+    if _logged(runs, target.metric):
+        return target, ""
+    on_fit = "fit/" + target.metric.removeprefix("heldout/")
+    no_heldout = not any(_logged(runs, c) for c in runs.columns if c.startswith("heldout/"))
+    if target.metric.startswith("heldout/") and no_heldout and _logged(runs, on_fit):
+        note = f"no run has held-out rows (data.val_fraction=0): the target is on {on_fit}, the training rows' own. "
+        return Target(on_fit, target.value), note
+    logged = sorted(c for c in runs.columns if "/" in c and runs[c].notna().any())
+    raise SimreduceError(f"select.metric={target.metric!r} is not logged by these runs: pick one of {logged}.")
+
+
+def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, asked: Target) -> Selection:
+    """The cheapest candidate (bytes per vector) reaching the target; the table sorted by bytes."""
+    target, note = applied_target(runs, asked)
     metric = target.metric
     table[metric] = runs[metric].astype(float).to_numpy()
     better_first = target.lower_is_better
@@ -163,7 +182,8 @@ def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, target: Target) -
     winner = pool.iloc[0]  # reaching is in bytes order: the cheapest; else the best by the metric (ties: cheaper)
     table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
     cheaper = eligible[eligible.bytes < winner.bytes]
-    return Selection(table, table.loc[winner.name], _target_reason(winner, cheaper, eligible, target, met), met)
+    reason = note + _target_reason(winner, cheaper, eligible, target, met)
+    return Selection(table, table.loc[winner.name], reason, met, target)
 
 
 def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFrame, target: Target, met: bool) -> str:

@@ -80,6 +80,7 @@ def summarise_experiment(
     """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
     skipped some sizes (no run was opened for them)."""
     selection = select_winner(runs, tolerance, target)
+    target = selection.target  # a held-out target is read on the fit rows where no run has held-out rows
     table = selection.table
     winner = selection.winner
     experiment_id, sweep_id = runs.experiment_id.iloc[0], runs.sweep_id.iloc[0]
