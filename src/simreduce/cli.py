@@ -18,7 +18,10 @@ from simreduce.runtime.signals import stop_signals_deferred
 def build_parser() -> argparse.ArgumentParser:
     select_defaults = config_group("select")  # what `simreduce train` selects with, so both agree
     store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--tracking-uri", help="the MLflow store (default: the SQLite store in <project root>/mlruns/)")
+    store.add_argument(
+        "--tracking-uri",
+        help="the MLflow store (default: mlruns/mlflow.db under SIMREDUCE_ROOT, else the working directory)",
+    )
     parser = argparse.ArgumentParser(prog="simreduce", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
