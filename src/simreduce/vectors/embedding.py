@@ -16,8 +16,8 @@ from simreduce.vectors.model_files import (
     sentence_transformer_modules,
 )
 from simreduce.vectors.pooling import POOLINGS, own_token_mask, pool_hidden_states
+from simreduce.vectors.rows import shown
 from simreduce.vectors.text_lengths import model_max_length, sentence_transformer_token_counts, token_counts
-from simreduce.vectors.words import shown
 
 log = logging.getLogger(__name__)
 EmbedRows = Callable[[list[int]], torch.Tensor]  # rows of the input -> their [B, D] vectors, on the model's device
@@ -78,7 +78,7 @@ class Embedder:
         self.trust_remote_code = trust_remote_code
 
     def cache_key(self) -> dict[str, str]:
-        """What makes two embeddings of the same words identical: every setting but those that only change
+        """What makes two embeddings of the same words or texts identical: every setting but those that only change
         how the work is done, the model's identity and, for a local folder, its files."""
         key = {k: str(v) for k, v in self.settings.items() if k not in NOT_IN_CACHE_KEY}
         return {**key, "model": self.source.model_id, "revision": self.source.revision or "", **self.source.files}

@@ -18,8 +18,7 @@ import numpy as np
 from simreduce.runtime.atomic import atomic_path
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.input_files import check_is_file, check_suffix, setting
-from simreduce.vectors.rows import check_enough_rows
-from simreduce.vectors.words import shown
+from simreduce.vectors.rows import check_enough_rows, shown
 
 log = logging.getLogger(__name__)
 
