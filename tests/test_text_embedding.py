@@ -223,6 +223,20 @@ def test_a_module_folder_edited_in_place_changes_the_cache_key(tmp_path):
     assert Embedder("st", str(folder)).cache_key() != before
 
 
+def test_words_of_a_sentence_transformers_model_pool_its_transformer_over_their_own_tokens(monkeypatch):
+    """Words are not texts: no prompt, no Pooling module, only the word's own tokens, as for any model."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    monkeypatch.setattr(SentenceTransformer, "encode", lambda *a, **k: pytest.fail("words went through encode"))
+    words = ["the", "riverbank", "quickly"]
+    ours = minilm(batch_size=2).embed(words)
+    tokenizer, model = AutoTokenizer.from_pretrained(MINILM), AutoModel.from_pretrained(MINILM).eval()
+    with torch.no_grad():
+        hidden = [model(**tokenizer(word, return_tensors="pt")).last_hidden_state[0] for word in words]
+    torch.testing.assert_close(ours, torch.stack([h[1:-1].mean(dim=0) for h in hidden]), atol=1e-5, rtol=0)
+
+
 def test_words_refuse_cls_pooling(tiny_llama):
     with pytest.raises(SimreduceError, match="cls is for texts; words use mean or last"):
         Embedder("tiny", str(tiny_llama), pooling="cls", device="cpu").embed(["the"])
