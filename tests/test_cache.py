@@ -125,11 +125,11 @@ def test_process_killed_while_embedding_leaves_no_cache_and_no_stuck_lock(tmp_pa
     assert torch.equal(VectorCache(tmp_path).get_or_build(KEY, WORDS, fake_embed), fake_embed(WORDS))
 
 
-def test_vectors_without_a_cosine_are_refused_by_word_and_never_cached(tmp_path):
+def test_vectors_without_a_cosine_are_refused_by_id_and_never_cached(tmp_path):
     vectors = torch.ones(4, 3)
     vectors[1, 0] = float("nan")
     vectors[3] = 0.0
     cache = VectorCache(tmp_path)
-    with pytest.raises(SimreduceError, match=r"2 word vector\(s\) are NaN/inf or all zero, for \['b', 'd'\]"):
+    with pytest.raises(SimreduceError, match=r"2 embedded vector\(s\) are NaN/inf or all zero, for \['b', 'd'\]"):
         cache.get_or_build({"model": "m"}, ["a", "b", "c", "d"], lambda words: vectors)
     assert not list(tmp_path.glob("*.safetensors"))

@@ -1,4 +1,4 @@
-"""Texts: a sentence-transformers model gives sentence-transformers' own vectors; any other pools one layer."""
+"""Texts: a sentence-transformers model is embedded by sentence-transformers itself; any other pools one layer."""
 
 import json
 import logging
@@ -66,16 +66,52 @@ def our_warnings(caplog) -> list[str]:
     ]
 
 
-def test_minilm_text_vectors_are_sentence_transformers_own(caplog):
+def test_minilm_text_vectors_are_sentence_transformers_own_encode(caplog, monkeypatch):
+    """sentence-transformers' `encode` is what runs, a batch at a time, and gives what it gives on its own."""
     from sentence_transformers import SentenceTransformer
 
+    encoded, real_encode = [], SentenceTransformer.encode
+
+    def spy(model, inputs, *args, **kwargs):
+        encoded.append(list(inputs))
+        return real_encode(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformer, "encode", spy)
     with caplog.at_level(logging.WARNING, logger="simreduce.vectors.embedding"):
         ours = minilm(batch_size=4).embed_texts(TEXTS)
+    assert [len(batch) for batch in encoded] == [4, 2] and sorted(sum(encoded, [])) == sorted(TEXTS)
+    monkeypatch.undo()
     reference = torch.from_numpy(SentenceTransformer(str(MINILM), device="cpu").encode(TEXTS))
     assert ours.shape == (len(TEXTS), 384) and ours.dtype == torch.float32
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
     warnings = our_warnings(caplog)
     assert len(warnings) == 1 and warnings[0].startswith("2 of 6 texts are longer than 256 tokens")
+
+
+def test_max_length_is_sentence_transformers_max_seq_length(caplog):
+    from sentence_transformers import SentenceTransformer
+
+    with caplog.at_level(logging.WARNING, logger="simreduce.vectors.embedding"):
+        ours = minilm(batch_size=4).embed_texts(TEXTS, max_length=16)
+    model = SentenceTransformer(str(MINILM), device="cpu")
+    model.max_seq_length = 16
+    torch.testing.assert_close(ours, torch.from_numpy(model.encode(TEXTS)), atol=1e-5, rtol=0)
+    assert our_warnings(caplog) == ["3 of 6 texts are longer than 16 tokens and are cut to their first 16."]
+
+
+def test_dense_and_other_modules_run_as_in_sentence_transformers(tmp_path):
+    """Any standard module list loads: here max pooling, a Dense layer to 16 dimensions, then Normalize."""
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(0)
+    modules = [models.Transformer(str(MINILM)), models.Pooling(384, "max"), models.Dense(384, 16), models.Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(tmp_path / "dense"))
+    embedder = Embedder("dense", str(tmp_path / "dense"), device="cpu", batch_size=4)
+    ours = embedder.embed_texts(TEXTS)
+    reference = torch.from_numpy(SentenceTransformer(str(tmp_path / "dense"), device="cpu").encode(TEXTS))
+    assert ours.shape == (len(TEXTS), 16)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert embedder.text_pooling_key()["text_pooling"] == "st:Transformer+Pooling+Dense+Normalize"
 
 
 def test_a_prompted_pipeline_of_several_poolings_matches_sentence_transformers(tmp_path):
@@ -98,12 +134,7 @@ def test_a_prompted_pipeline_of_several_poolings_matches_sentence_transformers(t
     reference = torch.from_numpy(SentenceTransformer(str(folder), device="cpu").encode(TEXTS))
     assert ours.shape == (len(TEXTS), 4 * 384)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
-    assert embedder.text_pooling_key() == {
-        "text_pooling": "st:cls+max+mean_sqrt_len_tokens+lasttoken+lowercase",
-        "text_prompt": "query: find this ",
-        "text_pool_prompt": "False",
-        "text_max_length": "12",
-    }
+    assert embedder.text_pooling_key() == {"text_pooling": "st:Transformer+Pooling", "text_max_length": "model"}
 
 
 def test_a_sentence_transformers_model_says_it_ignores_layer_and_pooling(caplog):
@@ -111,7 +142,7 @@ def test_a_sentence_transformers_model_says_it_ignores_layer_and_pooling(caplog)
         minilm(layer=2, pooling="cls").embed_texts(["A cat."])
     assert our_warnings(caplog) == [
         "texts ignore embedder.layer=2 and embedder.pooling=cls: minilm is a sentence-transformers model, whose "
-        "own pipeline (st:mean+normalize, on the last layer) applies."
+        "own modules (Transformer, Pooling, Normalize) apply."
     ]
 
 
@@ -156,36 +187,59 @@ def test_a_plain_model_is_cut_at_its_positions_by_default(tiny_llama, caplog):
     assert our_warnings(caplog)[0].startswith("1 of 2 texts are longer than 64 tokens")
 
 
-@pytest.mark.parametrize(
-    ("modules", "pooling", "named"),
-    [
-        ([f"{ST}Transformer", f"{ST}Pooling", f"{ST}Dense", f"{ST}Normalize"], {}, f"a {ST}Dense module (module 2)"),
-        ([f"{ST}Transformer", f"{ST}Pooling"], {"pooling_mode_weightedmean_tokens": True}, "['weightedmean']"),
-        ([f"{ST}Transformer"], {}, "no Pooling module"),
-    ],
-    ids=["dense", "weightedmean", "no-pooling"],
-)
-def test_a_sentence_transformers_model_with_parts_not_reproduced_is_refused_before_loading(
-    tmp_path, monkeypatch, modules, pooling, named
-):
-    folder = st_folder(tmp_path, modules, pooling, st_config={}, bert_config={"max_seq_length": 256})
-    monkeypatch.setattr(simreduce.vectors.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+def test_a_sentence_transformers_model_that_gives_no_dense_vectors_is_refused_before_loading(tmp_path, monkeypatch):
+    st_config = {"model_type": "SparseEncoder"}
+    folder = st_folder(tmp_path, [f"{ST}Transformer", f"{ST}Pooling"], {}, st_config, bert_config={})
+    monkeypatch.setattr(
+        simreduce.vectors.embedding, "load_sentence_transformer", lambda *a, **k: pytest.fail("loaded the model")
+    )
     embedder = Embedder("st", str(folder), device="cpu")
     for attempt in (embedder.text_pooling_key, lambda: embedder.embed_texts(["A cat."])):
-        with pytest.raises(SimreduceError, match="without modules.json") as error:
+        with pytest.raises(SimreduceError, match="is a sentence-transformers SparseEncoder, not a SentenceTransformer"):
             attempt()
-        assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_sentence_transformers_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
+    """A module class outside sentence-transformers would run the folder's code: refused, as remote code is."""
+    folder = st_folder(tmp_path, [f"{ST}Transformer", "someones_package.Pooling"], {}, st_config={}, bert_config={})
+    with pytest.raises(SimreduceError) as error:
+        Embedder("st", str(folder), device="cpu").embed_texts(["A cat."])
+    message = str(error.value)
+    assert message.startswith(f"cannot load model {str(folder)!r}: ") and "embedder.name_or_path" in message
+    assert "someones_package.Pooling" in message and "\n" not in message
+
+
+def test_a_plain_model_never_loads_sentence_transformers(tiny_llama, monkeypatch):
+    monkeypatch.setattr(
+        simreduce.vectors.embedding, "load_sentence_transformer", lambda *a, **k: pytest.fail("loaded as ST")
+    )
+    assert Embedder("tiny", str(tiny_llama), device="cpu").embed_texts(PLAIN_TEXTS).shape[0] == len(PLAIN_TEXTS)
+
+
+def test_a_module_folder_edited_in_place_changes_the_cache_key(tmp_path):
+    folder = st_folder(tmp_path, [f"{ST}Transformer", f"{ST}Pooling"], {}, st_config={}, bert_config={})
+    before = Embedder("st", str(folder)).cache_key()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 384, "pooling_mode": "cls"}))
+    assert Embedder("st", str(folder)).cache_key() != before
+
+
+def test_words_of_a_sentence_transformers_model_pool_its_transformer_over_their_own_tokens(monkeypatch):
+    """Words are not texts: no prompt, no Pooling module, only the word's own tokens, as for any model."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    monkeypatch.setattr(SentenceTransformer, "encode", lambda *a, **k: pytest.fail("words went through encode"))
+    words = ["the", "riverbank", "quickly"]
+    ours = minilm(batch_size=2).embed(words)
+    tokenizer, model = AutoTokenizer.from_pretrained(MINILM), AutoModel.from_pretrained(MINILM).eval()
+    with torch.no_grad():
+        hidden = [model(**tokenizer(word, return_tensors="pt")).last_hidden_state[0] for word in words]
+    torch.testing.assert_close(ours, torch.stack([h[1:-1].mean(dim=0) for h in hidden]), atol=1e-5, rtol=0)
 
 
 def test_words_refuse_cls_pooling(tiny_llama):
     with pytest.raises(SimreduceError, match="cls is for texts; words use mean or last"):
         Embedder("tiny", str(tiny_llama), pooling="cls", device="cpu").embed(["the"])
-
-
-def test_poolings_listed_by_sentence_transformers_6_concatenate_in_their_listed_order(tmp_path):
-    pooling = {"pooling_mode": ["lasttoken", "mean", "cls"]}
-    folder = st_folder(tmp_path, [f"{ST}Transformer", f"{ST}Pooling"], pooling, st_config={}, bert_config={})
-    assert Embedder("st", str(folder)).text_pooling_key()["text_pooling"] == "st:lasttoken+mean+cls"
 
 
 @pytest.mark.parametrize("blank", ["", "  \n\t"])
@@ -196,14 +250,15 @@ def test_an_empty_text_is_refused_by_its_row(tiny_llama, monkeypatch, blank):
 
 
 def test_text_pooling_keys_tell_poolings_apart_without_loading_a_model(tiny_llama, monkeypatch):
-    monkeypatch.setattr(simreduce.vectors.embedding, "load_pretrained", lambda *a, **k: pytest.fail("loaded the model"))
+    for loader in ("load_pretrained", "load_sentence_transformer"):
+        monkeypatch.setattr(simreduce.vectors.embedding, loader, lambda *a, **k: pytest.fail("loaded the model"))
     keys = [
         minilm().text_pooling_key(),
         Embedder("tiny", str(tiny_llama), pooling="mean").text_pooling_key(),
         Embedder("tiny", str(tiny_llama), pooling="cls").text_pooling_key(),
         Embedder("tiny", str(tiny_llama), pooling="cls").text_pooling_key(max_length=32),
     ]
-    assert keys[0] == {"text_pooling": "st:mean+normalize", "text_max_length": "256"}
+    assert keys[0] == {"text_pooling": "st:Transformer+Pooling+Normalize", "text_max_length": "model"}
     assert keys[1] == {"text_pooling": "mean", "text_layer": "-1", "text_max_length": "model"}
     assert keys[3]["text_max_length"] == "32"
     assert len({json.dumps(key, sort_keys=True) for key in keys}) == len(keys)
@@ -223,5 +278,5 @@ def test_a_hub_model_is_read_from_the_local_cache_only(tmp_path, monkeypatch):
         shutil.copy(MINILM / name, snapshot)
     (snapshot / "1_Pooling").mkdir()
     shutil.copy(MINILM / "1_Pooling" / "config.json", snapshot / "1_Pooling")
-    assert Embedder("st", "someone/st-model").text_pooling_key()["text_pooling"] == "st:mean+normalize"
+    assert Embedder("st", "someone/st-model").text_pooling_key()["text_pooling"] == "st:Transformer+Pooling+Normalize"
     assert Embedder("x", "someone/elsewhere", pooling="cls").text_pooling_key()["text_pooling"] == "cls"

@@ -13,6 +13,7 @@ from simreduce.cli import main
 from simreduce.experiment.job import run_job
 from simreduce.runtime.errors import SimreduceError, exit_on_user_error
 from simreduce.vectors import sources, vector_files
+from simreduce.vectors.parquet_vectors import ParquetVectors
 from simreduce.vectors.sources import VectorFileSource
 from simreduce.vectors.vector_files import VectorFileSpec, iter_vector_chunks, open_vector_file
 
@@ -88,7 +89,7 @@ def test_a_parquet_column_is_converted_once_and_mapped(tmp_path, monkeypatch):
     def no_reread(*args):
         raise AssertionError("the parquet file was read again")
 
-    monkeypatch.setattr(vector_files, "_parquet_chunks", no_reread)
+    monkeypatch.setattr(ParquetVectors, "chunks", no_reread)
     again = VectorFileSource(str(source.spec.path), tmp_path / "cache", column="embedding").load()
     np.testing.assert_array_equal(again.vectors.numpy(), x)
 

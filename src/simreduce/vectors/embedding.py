@@ -1,26 +1,30 @@
-"""Vectors from a Hugging Face model: words (one hidden layer, pooled over each word's own tokens) and texts."""
+"""Vectors from a Hugging Face model: words (one hidden layer, pooled over each word's own tokens) and texts (by
+sentence-transformers itself for a sentence-transformers model, else one hidden layer pooled over all tokens)."""
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from simreduce.runtime import distributed
 from simreduce.runtime.errors import SimreduceError
-from simreduce.vectors.model_files import ModelSource, load_pretrained, resolve_model_source
+from simreduce.vectors.model_files import (
+    load_pretrained,
+    load_sentence_transformer,
+    resolve_model_source,
+    sentence_transformer_modules,
+)
 from simreduce.vectors.pooling import POOLINGS, own_token_mask, pool_hidden_states
-from simreduce.vectors.st_pipeline import SentenceTransformerPipeline, sentence_transformer_pipeline
-from simreduce.vectors.words import shown
+from simreduce.vectors.rows import shown
+from simreduce.vectors.text_lengths import model_max_length, sentence_transformer_token_counts, token_counts
 
 log = logging.getLogger(__name__)
+EmbedRows = Callable[[list[int]], torch.Tensor]  # rows of the input -> their [B, D] vectors, on the model's device
 
 # Embedder arguments that change how vectors are computed, not what they are (`name` is a label; the
 # device and batch size change the last bits at most). The model's identity comes from its `ModelSource`.
 NOT_IN_CACHE_KEY = ("name", "name_or_path", "batch_size", "device", "trust_remote_code")
-NO_LIMIT = 10**18  # a tokenizer.model_max_length this large is transformers' marker for "none stated" (1e30)
 
 
 def pick_device(device: str) -> torch.device:
@@ -40,16 +44,6 @@ def check_texts(texts: list[str]) -> None:
         if not isinstance(text, str) or not text.strip():
             what = "empty or whitespace only" if isinstance(text, str) else f"a {type(text).__name__}, not a string"
             raise SimreduceError(f"text {row} (counting from 0) is {what}: drop it from the corpus or fill it in.")
-
-
-def token_counts(tokenizer, texts: list[str], chunk: int = 4096) -> list[int]:
-    """Each text's length in tokens, special ones included, untruncated; a chunk at a time, so a large corpus is
-    never held as token ids all at once."""
-    return [
-        len(ids)
-        for start in range(0, len(texts), chunk)
-        for ids in tokenizer(texts[start : start + chunk], verbose=False)["input_ids"]
-    ]
 
 
 class Embedder:
@@ -84,24 +78,25 @@ class Embedder:
         self.trust_remote_code = trust_remote_code
 
     def cache_key(self) -> dict[str, str]:
-        """What makes two embeddings of the same words identical: every setting but those that only change
+        """What makes two embeddings of the same words or texts identical: every setting but those that only change
         how the work is done, the model's identity and, for a local folder, its files."""
         key = {k: str(v) for k, v in self.settings.items() if k not in NOT_IN_CACHE_KEY}
         return {**key, "model": self.source.model_id, "revision": self.source.revision or "", **self.source.files}
 
     def text_pooling_key(self, max_length: int | None = None) -> dict[str, str]:
         """How `embed_texts(texts, max_length)` turns token vectors into a text's vector, for the cache key; read
-        from the model's small JSON files only, so a cache hit never loads the model.
+        from the model's modules.json at most, so a cache hit never loads the model.
 
-        A `text_max_length` of "model" is the model's own limit, which its files, already in `cache_key`, fix.
+        A sentence-transformers model is named by its modules (`st:Transformer+Pooling+Normalize`): their configs
+        and weights are the model's files, already in `cache_key`. So is the model's own limit, which a
+        `text_max_length` of "model" stands for.
         """
-        pipeline = sentence_transformer_pipeline(self.source)
-        if pipeline is None:
+        modules = sentence_transformer_modules(self.source)
+        if modules is None:
             key = {"text_pooling": self.pooling, "text_layer": str(self.layer)}
         else:
-            key = pipeline.describe()
-        limit = max_length or (pipeline and pipeline.max_seq_length)
-        return {**key, "text_max_length": str(limit) if limit else "model"}
+            key = {"text_pooling": "st:" + "+".join(modules)}
+        return {**key, "text_max_length": str(max_length) if max_length else "model"}
 
     @torch.inference_mode()
     def embed(self, words: list[str]) -> torch.Tensor:
@@ -109,11 +104,12 @@ class Embedder:
 
         Words are batched shortest first, so a batch pads to about its own words' length rather than the
         longest word's, and each batch's vectors are written into one preallocated [N, D] tensor: the peak
-        memory is the result plus one batch of activations, whatever N is.
+        memory is the result plus one batch of activations, whatever N is. A sentence-transformers model's
+        words too are pooled from its transformer's hidden states, over their own tokens only.
         """
         if self.pooling == "cls":
             raise SimreduceError("embedder.pooling=cls is for texts; words use mean or last.")
-        tokenizer, model, device = self._load(self.source, padding_side="right")
+        tokenizer, model, device = self._load()
         self._check_layer(model)
         order = sorted(range(len(words)), key=lambda i: len(words[i]))
         return self._in_batches(
@@ -127,56 +123,65 @@ class Embedder:
         """[N] texts -> [N, D] float32 vectors on the CPU, each text cut to `max_length` tokens (None: the model's
         own limit).
 
-        A sentence-transformers model embeds as sentence-transformers would, from its own files; any other model
-        pools hidden state `layer` over all of a text's tokens, special ones included, with `pooling`.
+        A sentence-transformers model embeds with sentence-transformers' own `encode`, all its modules included
+        (prompt, Pooling, Dense, Normalize...); any other model pools hidden state `layer` over all of a text's
+        tokens, special ones included, with `pooling`.
         """
         check_texts(texts)
-        pipeline = sentence_transformer_pipeline(self.source)
-        if pipeline is None:
-            source, prompt, lower_case = self.source, "", False
+        modules = sentence_transformer_modules(self.source)
+        if modules is None:
+            lengths, limit, embed_rows = self._plain_text_embedder(texts, max_length)
         else:
-            self._warn_settings_unused(pipeline)
-            source = self.source
-            if pipeline.transformer_path:  # only in a local folder, so a path
-                source = replace(source, location=str(Path(source.location) / pipeline.transformer_path))
-            prompt, lower_case = pipeline.prompt, pipeline.lower_case
-        tokenizer, model, device = self._load(source, padding_side=None if pipeline else "right")
-        if pipeline is None:
-            self._check_layer(model)
-        # sentence-transformers lowercases with a normalizer in front of the tokenizer's own: the same as here.
-        inputs = [(prompt + text).lower() if lower_case else prompt + text for text in texts]
-        limit = max_length or self._model_max_length(tokenizer, model, pipeline)
-        lengths = token_counts(tokenizer, inputs)
+            lengths, limit, embed_rows = self._sentence_transformer_embedder(texts, max_length, modules)
         if n_long := sum(n > limit for n in lengths):
             log.warning(
                 f"{n_long} of {len(texts)} texts are longer than {limit} tokens and are cut to their first {limit}."
             )
-        prompt_length = self._prompt_length(tokenizer, prompt.lower() if lower_case else prompt, limit)
-
-        def embed_rows(rows: list[int]) -> torch.Tensor:
-            enc = tokenizer(
-                [inputs[i] for i in rows], padding=True, truncation=True, max_length=limit, return_tensors="pt"
-            )
-            enc = {k: v.to(device) for k, v in enc.items()}
-            if pipeline is not None:
-                return pipeline.pool(model(**enc).last_hidden_state, enc["attention_mask"], prompt_length)
-            hidden = model(**enc, output_hidden_states=True).hidden_states[self.layer]
-            return pool_hidden_states(hidden, enc["attention_mask"], self.pooling)
-
         # Longest first: the batch that needs the most memory runs first, so running out of it shows in seconds,
         # not at the end, and the progress bar's estimate errs long. Sorted by length, a batch pads little.
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         return self._in_batches(order, embed_rows, desc=f"embedding texts with {self.name}")
 
-    def _load(self, source: ModelSource, padding_side: str | None) -> tuple:
-        """Tokenizer (with a pad token, padding on `padding_side` unless None), model on its device, the device."""
-        tokenizer, model = load_pretrained(source, self.dtype, self.trust_remote_code)
+    def _plain_text_embedder(self, texts: list[str], max_length: int | None) -> tuple[list[int], int, EmbedRows]:
+        """The texts' lengths in tokens, the length they are cut to, and `embed_rows(rows)` -> [B, D]: hidden state
+        `layer` pooled over all of the rows' tokens with `pooling`."""
+        tokenizer, model, device = self._load()
+        self._check_layer(model)
+        limit = max_length or model_max_length(tokenizer, model)
+
+        def embed_rows(rows: list[int]) -> torch.Tensor:
+            enc = tokenizer(
+                [texts[i] for i in rows], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+            )
+            enc = {k: v.to(device) for k, v in enc.items()}
+            hidden = model(**enc, output_hidden_states=True).hidden_states[self.layer]
+            return pool_hidden_states(hidden, enc["attention_mask"], self.pooling)
+
+        return token_counts(tokenizer, texts), limit, embed_rows
+
+    def _sentence_transformer_embedder(
+        self, texts: list[str], max_length: int | None, modules: list[str]
+    ) -> tuple[list[int], int, EmbedRows]:
+        """As `_plain_text_embedder`, by sentence-transformers' own `encode` and the model's `max_seq_length`."""
+        self._warn_settings_unused(modules)
+        model = load_sentence_transformer(self.source, pick_device(self.device), self.dtype, self.trust_remote_code)
+        if max_length:
+            model.max_seq_length = max_length
+
+        def embed_rows(rows: list[int]) -> torch.Tensor:
+            batch = [texts[i] for i in rows]
+            return model.encode(batch, batch_size=len(batch), convert_to_tensor=True, show_progress_bar=False)
+
+        return sentence_transformer_token_counts(model, texts), model.max_seq_length, embed_rows
+
+    def _load(self) -> tuple:
+        """Tokenizer (with a pad token, padding on the right), base model on its device, the device."""
+        tokenizer, model = load_pretrained(self.source, self.dtype, self.trust_remote_code)
         device = pick_device(self.device)
         model.to(device)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        if padding_side is not None:
-            tokenizer.padding_side = padding_side
+        tokenizer.padding_side = "right"
         return tokenizer, model, device
 
     def _check_layer(self, model) -> None:
@@ -187,42 +192,16 @@ class Embedder:
                 f"use -1 for the last, or 0..{n_states - 1}."
             )
 
-    def _warn_settings_unused(self, pipeline: SentenceTransformerPipeline) -> None:
+    def _warn_settings_unused(self, modules: list[str]) -> None:
         unused = [f"embedder.layer={self.layer}"] if self.layer != -1 else []
         unused += [f"embedder.pooling={self.pooling}"] if self.pooling != "mean" else []
         if unused:
             log.warning(
                 f"texts ignore {' and '.join(unused)}: {self.name} is a sentence-transformers model, whose own "
-                f"pipeline ({pipeline.describe()['text_pooling']}, on the last layer) applies."
+                f"modules ({', '.join(modules)}) apply."
             )
 
-    @staticmethod
-    def _model_max_length(tokenizer, model, pipeline: SentenceTransformerPipeline | None) -> int:
-        """sentence-transformers' `max_seq_length`, else the tokenizer's limit capped by the model's positions, as
-        sentence-transformers caps it."""
-        if pipeline is not None and pipeline.max_seq_length:
-            return pipeline.max_seq_length
-        limit = tokenizer.model_max_length
-        positions = getattr(model.config, "max_position_embeddings", None)
-        if isinstance(positions, int) and positions > 0:
-            limit = min(limit, positions)
-        if limit >= NO_LIMIT:
-            raise SimreduceError(
-                "the model states no maximum input length (no model_max_length, no max_position_embeddings): "
-                "pass max_length."
-            )
-        return limit
-
-    @staticmethod
-    def _prompt_length(tokenizer, prompt: str, limit: int) -> int:
-        """The prompt's tokens at the start of every text as sentence-transformers counts them: any leading special
-        token included, a trailing one not."""
-        if not prompt:
-            return 0
-        ids = tokenizer(prompt, truncation=True, max_length=limit)["input_ids"]
-        return len(ids) - (ids[-1] in tokenizer.all_special_ids)
-
-    def _in_batches(self, order: list[int], embed_rows: Callable[[list[int]], torch.Tensor], desc: str) -> torch.Tensor:
+    def _in_batches(self, order: list[int], embed_rows: EmbedRows, desc: str) -> torch.Tensor:
         """Rows `batch_size` at a time in `order`, each batch's [B, D] vectors written into one preallocated [N, D]
         float32 tensor in row order; a progress bar on rank 0 only (every rank logs its share's time)."""
         vectors = None
@@ -254,7 +233,3 @@ class Embedder:
             )
         out = model(**{k: v.to(device) for k, v in enc.items()}, output_hidden_states=True)
         return pool_hidden_states(out.hidden_states[self.layer], token_mask.to(device), self.pooling)
-
-
-# The name runs logged before texts became a source give in their config.yaml, which compress instantiates.
-WordEmbedder = Embedder

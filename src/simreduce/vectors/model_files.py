@@ -1,5 +1,6 @@
 """Where a model's files come from (a package, a local folder or the hub), the identity that goes into the cache
-key, and loading its tokenizer and base model with one clear message when that cannot be done."""
+key, and loading it (its tokenizer and base model, or the whole sentence-transformers model) with one clear message
+when that cannot be done."""
 
 import hashlib
 import importlib
@@ -7,8 +8,10 @@ import importlib.metadata
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -16,6 +19,7 @@ import torch
 from simreduce.runtime.errors import SimreduceError
 
 PACKAGE_SCHEME = "pkg://"
+Loaded = TypeVar("Loaded")
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,13 @@ class ModelSource:
 
 
 def folder_fingerprint(folder: Path) -> dict[str, str]:
-    """{"files": sha256 of each top-level file's name, size and modification time}: a model folder edited
-    in place (new weights, another tokenizer) gets a new cache key without hashing gigabytes."""
-    entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    """{"files": sha256 of the name, size and modification time of each file at the top level and in the folder of
+    each module its modules.json names}: a model folder edited in place (new weights, another tokenizer, a
+    sentence-transformers module's new config or weights) gets a new cache key without hashing gigabytes."""
+    modules = _read_json(folder / "modules.json", str(folder)) or []
+    folders = [folder, *(folder / module["path"] for module in modules if module.get("path"))]
+    files = [path for sub in folders if sub.is_dir() for path in sub.iterdir() if path.is_file()]
+    entries = sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     return {"files": hashlib.sha256(repr(entries).encode()).hexdigest()[:16]}
 
 
@@ -79,30 +87,75 @@ def _load_failure(source: ModelSource, why: str) -> SimreduceError:
     )
 
 
+def _load(source: ModelSource, load: Callable[[bool], Loaded]) -> Loaded:
+    """`load(local_files_only)`: from local files first (a folder, or a hub model's copy in the local HF cache,
+    which needs no network at all), else from the hub where it can be reached; a failure is one clear line."""
+    try:
+        if not source.local_only:
+            try:
+                return load(True)
+            except OSError:
+                if reason := _hub_unreachable_reason():
+                    raise _load_failure(source, reason) from None
+        return load(source.local_only)
+    except (OSError, ValueError) as e:
+        raise _load_failure(source, str(e).splitlines()[0]) from e
+
+
 def load_pretrained(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False):
     """Tokenizer and base model (no LM head); a model that cannot be had fails fast with one clear message."""
     from transformers import AutoModel, AutoTokenizer
 
-    kwargs = {
-        "revision": source.revision if not source.local_only else None,
-        "trust_remote_code": trust_remote_code,
-    }
-    local_only = source.local_only
-    if not local_only:
-        try:  # a copy in the local HF cache needs no network at all
-            AutoTokenizer.from_pretrained(source.location, local_files_only=True, **kwargs)
-            local_only = True
-        except OSError:
-            if reason := _hub_unreachable_reason():
-                raise _load_failure(source, reason) from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local_only, **kwargs)
+    def load(local_files_only: bool) -> tuple:
+        kwargs = {"revision": _revision(source), "trust_remote_code": trust_remote_code}
+        tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local_files_only, **kwargs)
         model = AutoModel.from_pretrained(
-            source.location, local_files_only=local_only, dtype=_torch_dtype(dtype), **kwargs
+            source.location, local_files_only=local_files_only, dtype=_torch_dtype(dtype), **kwargs
         )
-    except (OSError, ValueError) as e:
-        raise _load_failure(source, str(e).splitlines()[0]) from e
-    return tokenizer, model.eval()
+        return tokenizer, model.eval()
+
+    return _load(source, load)
+
+
+def load_sentence_transformer(
+    source: ModelSource, device: torch.device, dtype: str = "float32", trust_remote_code: bool = False
+):
+    """The model as sentence-transformers loads it, every module its modules.json lists (Transformer, Pooling,
+    Dense, Normalize...) included, on `device`; one that cannot be had fails fast with one clear message."""
+    from sentence_transformers import SentenceTransformer
+
+    def load(local_files_only: bool) -> SentenceTransformer:
+        return SentenceTransformer(
+            source.location,
+            device=str(device),
+            revision=_revision(source),
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+            model_kwargs={"dtype": _torch_dtype(dtype)},
+        )
+
+    return _load(source, load).eval()
+
+
+def sentence_transformer_modules(source: ModelSource) -> list[str] | None:
+    """The module classes of a sentence-transformers model in order (`["Transformer", "Pooling", "Normalize"]`),
+    read from its modules.json without loading it; None for any other model, and for a hub model whose
+    modules.json is not in the local HF cache. Its other kinds (a SparseEncoder...) do not give dense vectors."""
+    modules = read_model_json(source, "modules.json")
+    if modules is None:
+        return None
+    st_config = read_model_json(source, "config_sentence_transformers.json") or {}
+    if (model_type := st_config.get("model_type", "SentenceTransformer")) != "SentenceTransformer":
+        raise SimreduceError(
+            f"model {source.model_id!r} is a sentence-transformers {model_type}, not a SentenceTransformer: pick a "
+            "model that embeds texts as dense vectors."
+        )
+    return [module["type"].rpartition(".")[2] for module in modules]
+
+
+def _revision(source: ModelSource) -> str | None:
+    """The hub revision to ask for; a folder or a package has only the one version of its files."""
+    return None if source.local_only else source.revision
 
 
 def _torch_dtype(name: str) -> torch.dtype | str:
@@ -118,15 +171,17 @@ def read_model_json(source: ModelSource, filename: str) -> dict | list | None:
     """A small JSON file of the model, or None where it has none: from its folder or, for a hub id, from the
     local HF cache only, so reading one never waits on the network."""
     if source.local_only:
-        path = Path(source.location) / filename
-    else:
-        from huggingface_hub import try_to_load_from_cache
+        return _read_json(Path(source.location) / filename, source.model_id)
+    from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(source.location, filename, revision=source.revision)
-        path = Path(cached) if isinstance(cached, str) else None
-    if path is None or not path.is_file():
+    cached = try_to_load_from_cache(source.location, filename, revision=source.revision)
+    return _read_json(Path(cached), source.model_id) if isinstance(cached, str) else None
+
+
+def _read_json(path: Path, model_id: str) -> dict | list | None:
+    if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise SimreduceError(f"{filename} of model {source.model_id!r} is not valid JSON ({e}): repair it.") from e
+        raise SimreduceError(f"{path.name} of model {model_id!r} is not valid JSON ({e}): repair it.") from e

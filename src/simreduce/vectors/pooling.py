@@ -22,15 +22,11 @@ def own_token_mask(encoding: dict, unk_token_id: int | None) -> torch.Tensor:
 def pool_hidden_states(hidden: torch.Tensor, token_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """[B, T, D] hidden states, [B, T] mask of the tokens to pool (a word's own, or all of a text's) -> [B, D].
 
-    `cls` is the first masked token, `last` the last; `max` and `mean_sqrt_len_tokens` are there for
-    sentence-transformers models, whose Pooling module computes them the same way.
+    `cls` is the first masked token, `last` the last.
     """
-    mask = token_mask.to(hidden.dtype).unsqueeze(-1)
-    if pooling in ("mean", "mean_sqrt_len_tokens"):
-        count = mask.sum(dim=1)
-        return (hidden * mask).sum(dim=1) / (count if pooling == "mean" else count.sqrt())
-    if pooling == "max":
-        return hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    if pooling == "mean":
+        mask = token_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
     if pooling in ("last", "cls"):
         positions = torch.arange(token_mask.shape[1], device=token_mask.device)
         picked = (positions * token_mask).argmax(dim=1) if pooling == "last" else token_mask.int().argmax(dim=1)

@@ -1,11 +1,18 @@
-"""Checks every source makes of its rows, whatever the file format: enough rows for pairs, ids unique."""
+"""Checks every source makes of its rows, whatever the file format: enough rows for pairs, ids unique; and how
+ids are named in an error message."""
 
 from collections import Counter
 from pathlib import Path
 
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.input_files import setting
-from simreduce.vectors.words import shown
+
+
+def shown(ids: list[str], n: int = 5, width: int = 40) -> str:
+    """At most `n` ids for an error message, each cut to `width` characters: a 50 KB line stays short."""
+    cut = [name if len(name) <= width else f"{name[:width]}... ({len(name)} chars)" for name in ids[:n]]
+    more = f" and {len(ids) - n} more" if len(ids) > n else ""
+    return f"{cut}{more}"
 
 
 def check_enough_rows(n_rows: int, path: Path, what: str = "vector") -> None:

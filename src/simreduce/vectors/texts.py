@@ -6,9 +6,8 @@ from pathlib import Path
 
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.input_files import check_is_file, check_suffix, setting
-from simreduce.vectors.rows import check_enough_rows, check_unique_ids
+from simreduce.vectors.rows import check_enough_rows, check_unique_ids, shown
 from simreduce.vectors.vector_files import VECTOR_SUFFIXES
-from simreduce.vectors.words import shown
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet")
 

@@ -43,13 +43,6 @@ def read_words_file(path: str | Path) -> list[str]:
     return text.splitlines()
 
 
-def shown(words: list[str], n: int = 5, width: int = 40) -> str:
-    """At most `n` words for an error message, each cut to `width` characters: a 50 KB line stays short."""
-    cut = [w if len(w) <= width else f"{w[:width]}... ({len(w)} chars)" for w in words[:n]]
-    more = f" and {len(words) - n} more" if len(words) > n else ""
-    return f"{cut}{more}"
-
-
 def clean_words(words: list[str], source: str) -> list[str]:
     """Strip whitespace, drop empty lines and repeats (keeping first occurrences), and say so."""
     stripped = [w.strip() for w in words]
