@@ -1,6 +1,8 @@
 """`data=vectors`: every supported file format read as given and mapped (never copied whole), and every bad
 file refused with one line that names the bad value."""
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -10,6 +12,7 @@ from helpers.project import compose_config, job_runs, run_python, store_runs
 from safetensors.numpy import save_file
 
 from simreduce.cli import main
+from simreduce.experiment.callbacks import PrepareTrackingStore
 from simreduce.experiment.job import run_job
 from simreduce.runtime.errors import SimreduceError, exit_on_user_error
 from simreduce.vectors import sources, vector_files
@@ -262,3 +265,46 @@ def test_a_sweep_on_a_file_of_vectors(project):
     out = pq.read_table(project / "o.parquet")
     assert out.column("id").to_pylist() == [f"doc-{i}" for i in range(200)]
     assert out.schema.field("embedding").type.list_size in (4, 8)
+
+
+def safetensors_bytes(header: dict | bytes, data: bytes = b"") -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+EMB = {"dtype": "F32", "shape": [N, D], "data_offsets": [0, N * D * 4]}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("no-offsets.safetensors", safetensors_bytes({"emb": {"dtype": "F32", "shape": [N, D]}}), "lacks its dtype"),
+        ("short.safetensors", safetensors_bytes({"emb": EMB}, b"\0" * 64), "needs 1,920 bytes"),
+        ("wrong-shape.safetensors", safetensors_bytes({"emb": {**EMB, "shape": [10 * N, D]}}, b"\0" * 1920), "needs"),
+        ("absurd.safetensors", (2**62).to_bytes(8, "little") + b"{}", "its header claims"),
+        ("not-json.safetensors", safetensors_bytes(b"\xff\xfe{"), "its header is not JSON"),
+        ("tiny.safetensors", b"\1\2", "its header claims"),
+        ("empty.fvecs", b"", "not rows of [width, values] (empty, or cut short)"),
+        ("cut.fvecs", (4).to_bytes(4, "little") + b"\0" * 10, "not rows of [width, values]"),
+        ("cut-row.fvecs", (4).to_bytes(4, "little") + b"\0" * 24, "cut short?"),
+        ("truncated.npy", None, "is not a readable .npy file"),
+    ],
+)
+def test_a_malformed_file_is_one_line_before_anything_is_mapped(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:  # an .npy whose header promises more rows than the file holds
+        np.save(path, vectors())
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_bytes(content)
+    assert message in refused(VectorFileSource(str(path), tmp_path))
+
+
+def test_a_callback_that_fails_stops_the_sweep_instead_of_warning(monkeypatch, caplog):
+    def broken(config):
+        raise KeyError("data_offsets")
+
+    monkeypatch.setattr("simreduce.experiment.settings.check_settings", broken)
+    with pytest.raises(SystemExit) as exit_info:
+        PrepareTrackingStore().on_multirun_start(compose_config([]))
+    assert exit_info.value.code == 1 and "the settings could not be checked" in caplog.text

@@ -24,13 +24,17 @@ class PrepareTrackingStore(Callback):
     def _prepare(self, config: DictConfig) -> None:
         from simreduce.experiment.settings import check_settings
 
-        with exit_on_user_error():
-            check_settings(config)
-            if not is_rank_zero():  # of a trainer=ddp job: rank 0 alone writes to the store
-                return
-            from simreduce.experiment.tracking import TrackingStore
+        try:
+            with exit_on_user_error():
+                check_settings(config)
+                if not is_rank_zero():  # of a trainer=ddp job: rank 0 alone writes to the store
+                    return
+                from simreduce.experiment.tracking import TrackingStore
 
-            TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
+                TrackingStore.create(config.tracking.uri).experiment_id(config.tracking.experiment)
+        except Exception:  # Hydra would warn and launch the jobs anyway: a bug stops the run here too
+            log.exception("the settings could not be checked")
+            raise SystemExit(1) from None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._prepare(config)
