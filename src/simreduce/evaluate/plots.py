@@ -171,7 +171,7 @@ def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
     one line per reducer and precision, the Pareto frontier, the target's line on its panel, the winner starred, and the
     uncompressed input (float32) as a reference point."""
     winner = table[table.winner == "*"]
-    input_bytes = table.input_bytes.dropna()
+    input_bytes = table.input_bytes.iloc[0]
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
     for ax, (column, (title, higher_is_better, metric)) in zip(axes, RATE_PANELS.items(), strict=True):
         for label, runs in candidate_lines(table.sort_values("bytes")):
@@ -179,8 +179,7 @@ def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
         frontier = pareto_frontier(table.bytes, table[column], higher_is_better)
         ax.step(frontier.bytes, frontier.quality, where="post", color="k", alpha=0.3, linewidth=4, label="Pareto")
         ax.plot(winner.bytes, winner[column], "*", color="gold", markersize=18, markeredgecolor="k", label="winner")
-        if not input_bytes.empty:
-            ax.plot([input_bytes.iloc[0]], [1.0 if higher_is_better else 0.0], "D", color="grey", label="input")
+        ax.plot([input_bytes], [1.0 if higher_is_better else 0.0], "D", color="grey", label="input")
         if target is not None and target.metric.rsplit("/", 1)[-1] == metric:
             ax.axhline(target.value, color="red", linestyle="--", linewidth=1, label=f"target: {target}")
         ax.set_xscale("log", base=2)

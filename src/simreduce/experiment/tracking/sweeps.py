@@ -45,7 +45,7 @@ def close_stale_runs(store: TrackingStore, experiment_id: str, sweep_id: str) ->
     running = f"tags.sweep_id = {quoted(sweep_id)} and attributes.status = 'RUNNING'"
     for run in store.client.search_runs([experiment_id], running, max_results=MAX_RUNS):
         tags = run.data.tags
-        if tags.get("host") == socket.gethostname() and not _is_alive(int(tags.get("pid", "0"))):
+        if tags["host"] == socket.gethostname() and not _is_alive(int(tags["pid"])):
             store.client.set_tag(run.info.run_id, "error", "the job's process ended without closing its run")
             store.client.set_terminated(run.info.run_id, "FAILED")
             stale.append(run.info.run_id)
@@ -66,19 +66,13 @@ def find_finished_run(store: TrackingStore, experiment_id: str, sweep_id: str, c
     return next((run for run in runs if is_job_run(run)), None)
 
 
-def precision_of(run: Run) -> str:
-    """The storage precision of a run's candidate: runs logged before precisions are float32."""
-    return run.data.tags.get("precision", "float32")
-
-
 JOB_RUN_TAG = "job_run"  # "true" on a job's own run, "false" on its candidates' child runs
 
 
 def is_job_run(run: Run) -> bool:
     """Whether `run` is a job's own run, not one of its candidates' child runs (another precision, another
-    prefix of a nested encoder); runs logged before the tag: by their precision."""
-    tagged = run.data.tags.get(JOB_RUN_TAG)
-    return precision_of(run) == "float32" if tagged is None else tagged == "true"
+    prefix of a nested encoder)."""
+    return run.data.tags[JOB_RUN_TAG] == "true"
 
 
 def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[str] | None = None) -> dict[str, str]:
@@ -94,11 +88,11 @@ def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[
         )
         if is_job_run(run)
     ]
-    redone = {run.data.tags.get("config_hash") for run in runs if run.info.status == "FINISHED"}
+    redone = {run.data.tags["config_hash"] for run in runs if run.info.status == "FINISHED"}
     return {
         run.info.run_name: run.data.tags.get("error", run.info.status)
         for run in runs
-        if run.info.status != "FINISHED" and run.data.tags.get("config_hash") not in redone
+        if run.info.status != "FINISHED" and run.data.tags["config_hash"] not in redone
     }
 
 
@@ -143,16 +137,16 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "run_name": run.info.run_name,
             "experiment_id": run.info.experiment_id,
             "sweep_id": sweep_id,
-            "embedder": run.data.tags.get("embedder"),
-            "source": run.data.tags.get("source", "words"),  # runs logged before sources had names
-            "data_name": run.data.tags.get("data_name", run.data.tags.get("embedder")),  # likewise
-            "data_id": run.data.tags.get("data_id", ""),
+            "embedder": run.data.tags["embedder"],
+            "source": run.data.tags["source"],
+            "data_name": run.data.tags["data_name"],
+            "data_id": run.data.tags["data_id"],
             "encoder": run.data.tags["encoder"],
             "dim": int(run.data.params["encoder.dim"]),
-            "precision": precision_of(run),
+            "precision": run.data.tags["precision"],
             "job_run": is_job_run(run),
-            "degenerate": run.data.tags.get("degenerate", "false") == "true",
-            "reference": run.data.tags.get("reference", "false") == "true",
+            "degenerate": run.data.tags["degenerate"] == "true",
+            "reference": run.data.tags["reference"] == "true",
             **run.data.metrics,
         }
         for run in runs
