@@ -1,19 +1,19 @@
 """A sweep in the store: its id, its runs read back, resume (finished configs, runs left RUNNING by a dead
 process), the runs that failed, and its `sweep-<id>` summary run."""
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from mlflow.entities import Run
 
 from simreduce.experiment.tracking.runs import JobRun
 from simreduce.experiment.tracking.store import TrackingStore, quoted
 from simreduce.runtime.errors import SimreduceError, StopRequested
-from simreduce.runtime.signals import raise_if_stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -160,22 +160,18 @@ def load_run_array(store: TrackingStore, run_id: str, artifact_path: str) -> np.
         return np.load(path)
 
 
-def log_sweep_summary(
+@contextlib.contextmanager
+def summary_run(
     store: TrackingStore,
     experiment_id: str,
     sweep_id: str,
-    texts: dict[str, str],
-    figures: dict[str, Figure],
     note: str,
     tags: dict[str, str],
-    metrics: dict[str, float],
     child_run_ids: list[str],
-) -> str:
-    """Log (or update, when selection runs again) the run `sweep-<id>`, `note` as its description in the UI,
-    and nest the sweep's runs under it.
-
-    Returns the summary run's id.
-    """
+) -> Iterator[JobRun]:
+    """The run `sweep-<id>` (the same one when selection runs again), `note` as its description in the UI and
+    `tags` set, for the block to log into. It ends FINISHED with the sweep's runs `child_run_ids` nested under
+    it; KILLED when a stop signal or Ctrl-C ends the block, FAILED when anything else does."""
     previous = store.client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = {quoted(sweep_id)}", max_results=1)
     if previous:
         run_id = previous[0].info.run_id
@@ -183,20 +179,13 @@ def log_sweep_summary(
     else:
         run_id = store.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}").info.run_id
     run = JobRun(store, run_id)
-    try:  # a stop signal is taken between the parts (see `signals.py`), and ends the run KILLED
+    try:
         for key, value in {SUMMARY_TAG: sweep_id, "mlflow.note.content": note, **tags}.items():
             run.set_tag(key, value)
-        run.log_metrics(metrics)
-        raise_if_stop_requested()
-        for artifact_path, text in texts.items():
-            run.log_text(text, artifact_path)
-        raise_if_stop_requested()
-        run.log_figures(figures)
-        raise_if_stop_requested()
+        yield run
     except BaseException as e:
         store.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt | StopRequested) else "FAILED")
         raise
     store.client.set_terminated(run_id, "FINISHED")
     for child in child_run_ids:
         store.client.set_tag(child, "mlflow.parentRunId", run_id)
-    return run_id
