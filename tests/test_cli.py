@@ -206,7 +206,7 @@ def test_degenerate_run_is_tagged_and_has_a_zero_floor(project, tiny_llama, tmp_
     run_job(compose_config(overrides))
     run = mlflow.search_runs(experiment_names=["simreduce-tiny"]).iloc[0]
     assert run["tags.degenerate"] == "true"
-    assert run["metrics.n_train_words"] == 10
+    assert run["metrics.n_train_rows"] == 10
     assert run["metrics.bound_ey"] == 0
     assert "metrics.rmse_over_bound" not in run
 

@@ -15,7 +15,8 @@ TOLERANCE = compose_config([]).select.tolerance  # the default rule
 
 
 def runs(*rows: tuple) -> pd.DataFrame:
-    """(encoder, dim, heldout rmse, degenerate) -> a run table as the tracking layer reads it."""
+    """(encoder, dim, heldout rmse, degenerate) -> a run table as the tracking layer reads it: float32
+    candidates of a 384-d input."""
     return pd.DataFrame(
         [
             {
@@ -23,7 +24,11 @@ def runs(*rows: tuple) -> pd.DataFrame:
                 "run_name": f"{encoder}-d{dim:04d}",
                 "encoder": encoder,
                 "dim": dim,
+                "precision": "float32",
                 "degenerate": degenerate,
+                "reference": False,
+                "bytes_per_vector": 4 * dim,
+                "compression_ratio": 384 / dim,
                 "fit/rmse": rmse * 0.9,
                 "fit/diff_mean": 0.001,
                 "heldout/rmse": rmse,
@@ -147,11 +152,9 @@ def test_an_unknown_register_policy_is_a_user_error():
 
 
 def with_recall(table: pd.DataFrame, recalls: dict[tuple[str, int], float]) -> pd.DataFrame:
-    """`table` with held-out recall@10 per (encoder, dim), bytes per vector and a 384-d input."""
+    """`table` with held-out recall@10 per (encoder, dim)."""
     recall = [recalls[(e, d)] for e, d in zip(table.encoder, table.dim, strict=True)]
-    return table.assign(
-        **{"heldout/recall_at_10": recall, "bytes_per_vector": 4 * table.dim, "compression_ratio": 384 / table.dim}
-    )
+    return table.assign(**{"heldout/recall_at_10": recall})
 
 
 RECALL_90 = Target("heldout/recall_at_10", 0.9)
@@ -233,7 +236,7 @@ def with_int8(table: pd.DataFrame, recalls: list[float]) -> pd.DataFrame:
         compression_ratio=4 * 384 / table.dim,
         **{"heldout/recall_at_10": recalls},
     )
-    return pd.concat([table.assign(precision="float32"), int8], ignore_index=True)
+    return pd.concat([table, int8], ignore_index=True)
 
 
 def test_a_cheaper_int8_candidate_that_reaches_the_target_wins_and_a_degenerate_one_cannot():

@@ -4,10 +4,24 @@ import pytest
 from helpers.project import store_uri
 
 from simreduce.experiment.tracking import TrackingStore
-from simreduce.experiment.tracking.runs import JobRun
+from simreduce.experiment.tracking.runs import JobRun, process_tags
 from simreduce.experiment.tracking.store import quoted
 from simreduce.experiment.tracking.sweeps import failed_sweep_runs, find_finished_run, sweep_runs
 from simreduce.runtime.errors import SimreduceError
+
+# The tags a real float32 job run carries (`candidates.job_tags`, `job_run`, its candidate's `precision`); each
+# test sets its `sweep_id` and `config_hash`, and a child run its own `precision` and `job_run`.
+RUN_TAGS = process_tags() | {
+    "embedder": "tiny",
+    "source": "words",
+    "data_name": "tiny",
+    "data_id": "d1",
+    "encoder": "cosine",
+    "degenerate": "false",
+    "reference": "false",
+    "precision": "float32",
+    "job_run": "true",
+}
 
 
 def test_quoted_picks_the_quote_the_value_does_not_hold():
@@ -21,7 +35,7 @@ def test_quoted_picks_the_quote_the_value_does_not_hold():
 def test_runs_of_a_sweep_whose_id_holds_quotes_are_found(project, sweep_id):
     store = TrackingStore.create(store_uri(project))
     experiment_id = store.experiment_id("simreduce-tiny")
-    tags = {"sweep_id": sweep_id, "encoder": "cosine", "config_hash": "abc"}
+    tags = RUN_TAGS | {"sweep_id": sweep_id, "config_hash": "abc"}
     run_id = store.client.create_run(experiment_id, run_name="cosine-d0004", tags=tags).info.run_id
     run = JobRun(store, run_id)
     run.log_params({"encoder.dim": 4})
@@ -40,8 +54,8 @@ def test_a_child_candidate_is_never_taken_for_its_job_and_a_killed_jobs_children
     experiment_id = store.experiment_id("simreduce-tiny")
 
     def finished_run(name: str, status: str, parent: str | None = None, precision: str = "float32") -> str:
-        tags = {"sweep_id": "s", "encoder": "cosine", "config_hash": name[:12], "precision": precision}
-        tags |= {"mlflow.parentRunId": parent} if parent else {}
+        tags = RUN_TAGS | {"sweep_id": "s", "config_hash": name[:12], "precision": precision}
+        tags |= {"mlflow.parentRunId": parent, "job_run": "false"} if parent else {}
         run_id = store.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
         JobRun(store, run_id).log_params({"encoder.dim": 4})
         JobRun(store, run_id).log_metrics({"fit/rmse": 0.5})

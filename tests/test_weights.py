@@ -37,12 +37,14 @@ def test_the_stored_precision_and_its_constants_travel_with_the_tensors(tmp_path
     assert np.array_equal(served.encode(apply_net(rebuilt, x).numpy()), stored.encode(apply_net(net, x).numpy()))
 
 
-def test_a_spec_without_a_precision_is_float32_and_an_unknown_one_is_refused(tmp_path):
+def test_a_spec_says_float32_by_default_and_a_missing_or_unknown_precision_is_refused(tmp_path):
     net = build("pca", low_rank_vectors()).net
     save_weights(net, tmp_path / "w.safetensors")
     spec = layer_spec(net)
-    del spec["precision"]  # logged before precisions
-    assert rebuild(spec, tmp_path / "w.safetensors", "m")[1].name == "float32"
+    assert spec["precision"] == "float32" == rebuild(spec, tmp_path / "w.safetensors", "m")[1].name
+    without = {k: v for k, v in spec.items() if k != "precision"}
+    with pytest.raises(SimreduceError, match="model 'm' stores its vectors as None"):
+        rebuild(without, tmp_path / "w.safetensors", "m")
     with pytest.raises(SimreduceError, match="model 'm' stores its vectors as 'int4'"):
         rebuild({**spec, "precision": "int4"}, tmp_path / "w.safetensors", "m")
     with pytest.raises(SimreduceError, match="weights that do not match its layer spec"):

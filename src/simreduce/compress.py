@@ -109,7 +109,7 @@ def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
 
     if run_id is None:
         raise SimreduceError("this model has no MLflow run to take its embedder from: pass a file of vectors.")
-    source_kind = store.run_tags(run_id).get("source", "words")
+    source_kind = store.run_tags(run_id)["source"]
     if source_kind == "vectors":
         raise SimreduceError(
             f"--input {str(spec.path)!r} is not a file of vectors ({', '.join(VECTOR_SUFFIXES)}), and this reducer "

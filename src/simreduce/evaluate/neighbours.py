@@ -1,4 +1,4 @@
-"""Whether a reducer keeps each word's nearest neighbours: kNN recall and trustworthiness within a word set,
+"""Whether a reducer keeps each row's nearest neighbours: kNN recall and trustworthiness within a row set,
 and recall@k of exact cosine search over the whole corpus."""
 
 import torch
@@ -9,11 +9,11 @@ from simreduce.reducers.losses import EPS
 NEIGHBOURS = 10
 
 
-def neighbour_subset(indices: torch.Tensor, max_words: int, seed: int) -> torch.Tensor:
-    """`indices`, or a seeded sorted sample of `max_words` of them: neighbour metrics cost O(n^2) memory."""
-    if len(indices) <= max_words:
+def neighbour_subset(indices: torch.Tensor, max_rows: int, seed: int) -> torch.Tensor:
+    """`indices`, or a seeded sorted sample of `max_rows` of them: neighbour metrics cost O(n^2) memory."""
+    if len(indices) <= max_rows:
         return indices
-    pick = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:max_words]
+    pick = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:max_rows]
     return indices[pick.sort().values]
 
 
@@ -26,11 +26,11 @@ def _nearest(unit_rows: torch.Tensor, k: int) -> torch.Tensor:
 
 @torch.no_grad()
 def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NEIGHBOURS) -> dict[str, float]:
-    """[n, D] and [n, dim] vectors of one word set -> `knn_recall_at_<k>` (the share of each word's k nearest
+    """[n, D] and [n, dim] vectors of one row set -> `knn_recall_at_<k>` (the share of each row's k nearest
     neighbours that stay among its k nearest) and `trustworthiness_at_<k>` (scikit-learn, cosine); MLflow
     does not allow `@` in metric names.
 
-    Empty when the set has 2k words or fewer: trustworthiness is undefined there.
+    Empty when the set has 2k rows or fewer: trustworthiness is undefined there.
     """
     from sklearn.manifold import trustworthiness
 

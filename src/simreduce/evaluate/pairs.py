@@ -71,8 +71,8 @@ def _sampled_side(vectors: torch.Tensor, is_train: torch.Tensor, name: str, n_pa
     same seed draws the same pairs whatever the rows, so each side of a comparison is computed on its own.
 
     Each pair is uniform over the set's pairs, as when drawn one by one, but a block's cosines are one matrix
-    product of 2 x SAMPLE_BLOCK gathered rows instead of two gathered rows per pair: at 100k x 2048 that moved
-    32 GB through memory for 2M pairs and took 10 s.
+    product of 2 x SAMPLE_BLOCK gathered rows instead of two gathered rows per pair: each gathered row serves up
+    to SAMPLE_BLOCK pairs, so the rows moved through memory grow with the number of blocks, not of pairs.
     """
     n = vectors.shape[0]
     generator = torch.Generator().manual_seed(seed)

@@ -27,7 +27,8 @@ MARGINS = {"left": 0.08, "right": 0.98, "bottom": 0.1, "top": 0.93}
 @dataclass
 class Histogram:
     """A density histogram, computed once and drawn as one outline (`stairs`) in every chart that shows it:
-    binning and drawing 200 bars per histogram was most of a run's logging time."""
+    binning again per chart and drawing each bin as a bar of its own would make the charts most of a run's
+    logging time."""
 
     density: np.ndarray
     edges: np.ndarray
@@ -84,7 +85,7 @@ def study_charts(
     reduced_histograms = {label: Histogram.of(sims, SIMILARITY_EDGES) for label, sims in reduced.items()}
     diff_histograms = {label: Histogram.of(diff, diff_edges) for label, diff in diffs.items()}
 
-    # Fixed margins: a layout engine measures every label in an extra draw, which doubled the cost per chart.
+    # Fixed margins: a layout engine measures every label in an extra draw, which doubles the cost per chart.
     base, ax = plt.subplots(figsize=(9, 5), gridspec_kw=MARGINS)
     _base_panel(ax, original_label, original_histogram, reduced_histograms)
     difference, ax = plt.subplots(figsize=(9, 5), gridspec_kw=MARGINS)
@@ -115,8 +116,8 @@ METRIC_PANELS = {  # table column -> (panel title, log scale)
     "diff_std": ("std of the differences", True),
     "spearman": ("Spearman of the similarities", False),
     "knn@10": ("10-NN recall", False),
-    # Eckart-Young ignores that every reduced vector has unit norm: the encoder can sit 3x above it and within
-    # 0.1% of the tight floor (`simreduce floor`, an optimisation per dim: too slow to run per sweep here).
+    # Eckart-Young ignores that every reduced vector has unit norm: the encoder can sit well above it and at the
+    # tight floor (`simreduce floor`, an optimisation per dim: too slow to run per sweep here).
     "rmse_over_bound": ("fit rmse / Eckart-Young bound\n(a loose floor; tight: simreduce floor)", False),
 }
 
@@ -171,7 +172,7 @@ def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
     one line per reducer and precision, the Pareto frontier, the target's line on its panel, the winner starred, and the
     uncompressed input (float32) as a reference point."""
     winner = table[table.winner == "*"]
-    input_bytes = table.input_bytes.dropna()
+    input_bytes = table.input_bytes.iloc[0]
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
     for ax, (column, (title, higher_is_better, metric)) in zip(axes, RATE_PANELS.items(), strict=True):
         for label, runs in candidate_lines(table.sort_values("bytes")):
@@ -179,8 +180,7 @@ def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
         frontier = pareto_frontier(table.bytes, table[column], higher_is_better)
         ax.step(frontier.bytes, frontier.quality, where="post", color="k", alpha=0.3, linewidth=4, label="Pareto")
         ax.plot(winner.bytes, winner[column], "*", color="gold", markersize=18, markeredgecolor="k", label="winner")
-        if not input_bytes.empty:
-            ax.plot([input_bytes.iloc[0]], [1.0 if higher_is_better else 0.0], "D", color="grey", label="input")
+        ax.plot([input_bytes], [1.0 if higher_is_better else 0.0], "D", color="grey", label="input")
         if target is not None and target.metric.rsplit("/", 1)[-1] == metric:
             ax.axhline(target.value, color="red", linestyle="--", linewidth=1, label=f"target: {target}")
         ax.set_xscale("log", base=2)

@@ -36,7 +36,7 @@ class EvalSettings:
 
     max_exact_n: int = 8192
     n_sampled_pairs: int = 1_000_000
-    max_neighbour_words: int = 2048
+    max_neighbour_rows: int = 2048
     recall_k: Sequence[int] = (10,)
     max_queries: int = 1000
     precisions: Sequence[str] = ("float32", "int8")
@@ -46,8 +46,8 @@ class EvalSettings:
         for name in ("max_exact_n", "n_sampled_pairs"):
             if not getattr(self, name) >= 1:
                 raise SimreduceError(f"eval.{name}={getattr(self, name)} must be at least 1: pairs have to be scored.")
-        if not self.max_neighbour_words >= 2:
-            raise SimreduceError(f"eval.max_neighbour_words={self.max_neighbour_words} must be at least 2.")
+        if not self.max_neighbour_rows >= 2:
+            raise SimreduceError(f"eval.max_neighbour_rows={self.max_neighbour_rows} must be at least 2.")
         if not self.max_queries >= 1:
             raise SimreduceError(f"eval.max_queries={self.max_queries} must be at least 1.")
         if not self.recall_k or not all(is_positive_int(k) for k in self.recall_k):
@@ -71,7 +71,7 @@ class OriginalSide:
     """What scoring computes from the original [N, D] vectors alone: every candidate of a job is scored
     against the same pairs, neighbours, search truths and spectra, so each is computed once, when first asked
     for. Neighbour metrics of `fit` are among the training rows, those of `heldout` among the validation rows
-    alone, each on at most `max_neighbour_words` of them (a seeded sample, its size logged); search queries
+    alone, each on at most `max_neighbour_rows` of them (a seeded sample, its size logged); search queries
     are at most `max_queries` of each; the reference figures (`bound_ey`, PCA's share) are of the rows
     `fit_idx` (default: every training row)."""
 
@@ -106,8 +106,8 @@ class OriginalSide:
         return {name: similarity_ranks(similarities) for name, similarities in self.pairs.items()}
 
     @cached_property
-    def neighbour_words(self) -> dict[str, torch.Tensor]:
-        return self._sampled_rows(self.settings.max_neighbour_words)
+    def neighbour_rows(self) -> dict[str, torch.Tensor]:
+        return self._sampled_rows(self.settings.max_neighbour_rows)
 
     @cached_property
     def queries(self) -> dict[str, torch.Tensor]:
@@ -161,9 +161,9 @@ def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_
     metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
     metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
     metrics |= {f"{name}/spearman": similarity_spearman(p, original.pair_ranks[name]) for name, p in pairs.items()}
-    for name, subset in original.neighbour_words.items():
+    for name, subset in original.neighbour_rows.items():
         if found := neighbour_metrics(vectors[subset], reduced[subset]):
-            metrics |= {f"{name}/{k}": v for k, v in found.items()} | {f"{name}/n_neighbour_words": len(subset)}
+            metrics |= {f"{name}/{k}": v for k, v in found.items()} | {f"{name}/n_neighbour_rows": len(subset)}
     for name, truth in original.search_truths.items():
         queries = original.queries[name]
         recalls = retrieval_recall(vectors, reduced, queries, list(settings.recall_k), truth=truth)
@@ -171,7 +171,7 @@ def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_
     metrics |= {
         "compression_ratio": vectors.shape[1] * INPUT_BYTES / bytes_per_vector,
         "bytes_per_vector": bytes_per_vector,
-        "n_train_words": len(original.train_idx),
+        "n_train_rows": len(original.train_idx),
     }
     if dim < vectors.shape[1]:  # a reduction; a code decoded back to the input's width has no size to bound
         metrics |= original.reference_figures(dim, metrics["fit/rmse"])

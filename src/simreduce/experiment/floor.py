@@ -28,8 +28,8 @@ FLOOR_RTOL = 1e-6
 def cosine_floor(vectors: torch.Tensor, dim: int, max_iter: int = 1000) -> float:
     """[N, D] vectors -> min over Y [N, dim] of cosine_similarity_loss(vectors, Y).
 
-    L-BFGS in float64 from the `svd` baseline's coordinates, which already sit within about 2.2x of the
-    optimum, so the search starts in the right basin.
+    L-BFGS in float64 from the `svd` baseline's coordinates, which already sit near the optimum, so the search
+    starts in the right basin.
     """
     x = vectors.double()
     start = F.normalize(x, dim=1) @ torch.from_numpy(cosine_svd_axes(x, dim)).T

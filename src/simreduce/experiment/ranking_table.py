@@ -33,11 +33,11 @@ def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing),
-    `reference` (False when missing) and metrics under their logged names (`heldout/rmse`, `fit/diff_mean`,
-    `bound_ey`, `bytes_per_vector`, ...) -> the unranked table, each row on its scored pairs."""
+    """Runs with columns `run_id, run_name, encoder, dim, precision, degenerate, reference` and metrics under
+    their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, `compression_ratio`,
+    ...) -> the unranked table, each row on its scored pairs."""
     scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
-    stored_bytes = _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"])  # runs logged before it: float32
+    stored_bytes = runs["bytes_per_vector"].astype(float)
 
     def on_scored_pairs(stat: str) -> pd.Series:
         return _metric(runs, f"heldout/{stat}").where(scored == "heldout", _metric(runs, f"fit/{stat}"))
@@ -47,7 +47,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "run": runs["run_name"],
             "encoder": runs["encoder"],
             "dim": runs["dim"].astype(int),
-            "precision": runs["precision"] if "precision" in runs else "float32",
+            "precision": runs["precision"],
             "bytes": stored_bytes.astype(int),
             "pairs": scored,
             "diff_mean": on_scored_pairs("diff_mean"),
@@ -59,9 +59,9 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "recall@10": on_scored_pairs(RECALL),
             "degenerate": runs["degenerate"].astype(bool),
             "score": on_scored_pairs("rmse"),
-            "reference": runs["reference"].astype(bool) if "reference" in runs else False,
+            "reference": runs["reference"].astype(bool),
             "run_id": runs["run_id"],
-            "input_bytes": (stored_bytes * _metric(runs, "compression_ratio")).round(),
+            "input_bytes": (stored_bytes * runs["compression_ratio"].astype(float)).round(),
         }
     )
 

@@ -189,19 +189,14 @@ def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, asked: Target) ->
 def _target_reason(winner: pd.Series, cheaper: pd.DataFrame, eligible: pd.DataFrame, target: Target, met: bool) -> str:
     metric, value = target.metric, winner[target.metric]
     if met:
-        input_bytes = winner.input_bytes
-        smaller = (
-            f" ({input_bytes / winner.bytes:.3g}x smaller than the {input_bytes:,.0f}-byte input)"
-            if input_bytes > 0
-            else ""
-        )
-        why = f"{winner.bytes:,} bytes per vector{smaller}, {metric} {value:.4g} reaches {target.value:g}"
+        smaller = f"{winner.input_bytes / winner.bytes:.3g}x smaller than the {winner.input_bytes:,.0f}-byte input"
+        why = f"{winner.bytes:,} bytes per vector ({smaller}), {metric} {value:.4g} reaches {target.value:g}"
         if not cheaper.empty:
             next_cheaper = cheaper[cheaper.bytes == cheaper.bytes.max()].iloc[0]  # the best of the next size down
             why += f"; the next cheaper candidate, {_label(next_cheaper)}, reaches {next_cheaper[metric]:.4g}"
         return f"{_label(winner)} wins: {why}."
     largest = int(eligible.dim.max())
-    in_dim = round(winner.input_bytes / 4) if winner.input_bytes > 0 else 0
+    in_dim = round(winner.input_bytes / 4)
     if 2 * largest < in_dim:
         setting = "a last prefix of encoder.dims of " if winner.encoder == "nested" else "encoder.dim="
         next_step = f"try a larger size, e.g. {setting}{2 * largest}"

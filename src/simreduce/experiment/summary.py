@@ -17,7 +17,7 @@ from simreduce.experiment.selection import Selection, Target, select_winner
 from simreduce.experiment.tracking import TrackingStore
 from simreduce.experiment.tracking.registry import Registration, register_winner
 from simreduce.experiment.tracking.store import runs_page
-from simreduce.experiment.tracking.sweeps import failed_sweep_runs, load_run_array, log_sweep_summary, sweep_runs
+from simreduce.experiment.tracking.sweeps import failed_sweep_runs, load_run_array, summary_run, sweep_runs
 from simreduce.runtime.signals import raise_if_stop_requested
 
 
@@ -91,32 +91,32 @@ def summarise_experiment(
         "rate_distortion.png": plots.rate_distortion(table, target),
     }
     markdown = markdown_table(selection.table)
-    summary_run_id = log_sweep_summary(
-        store,
-        experiment_id,
-        sweep_id,
-        texts={
-            "selection/ranking.csv": selection.table.to_csv(index=False),
-            "selection/ranking.md": markdown,
-        },
-        figures=figures,
-        note=f"{selection.reason}\n\n{markdown}",
-        tags={
-            "winner_run_id": winner.run_id,
-            "winner": winner.run,
-            "failed_runs": ", ".join(sorted(failed)) or "none",
-        }
-        | target_tags
-        | ({"skipped_sizes": "; ".join(skipped)} if skipped else {}),  # a later `select` knows none: keep them
-        metrics={
-            "tolerance": tolerance,
-            "winner_dim": float(winner.dim),
-            "winner_score": winner.score,
-            "best_score": float(np.nanmin(selection.table.score)),
-            "n_runs": float(len(selection.table)),
-        },
-        child_run_ids=list(runs.run_id[runs.job_run]),  # candidates' child runs stay under their job's run
-    )
+    tags = {
+        "winner_run_id": winner.run_id,
+        "winner": winner.run,
+        "failed_runs": ", ".join(sorted(failed)) or "none",
+    }
+    # Set only when known: a later `select` knows no skipped sizes, and leaves the sweep's own on its summary run.
+    tags |= target_tags | ({"skipped_sizes": "; ".join(skipped)} if skipped else {})
+    child_run_ids = list(runs.run_id[runs.job_run])  # candidates' child runs stay under their job's run
+    with summary_run(store, experiment_id, sweep_id, f"{selection.reason}\n\n{markdown}", tags, child_run_ids) as run:
+        # A stop signal is taken between the parts (see `signals.py`), and ends the run KILLED.
+        run.log_metrics(
+            {
+                "tolerance": tolerance,
+                "winner_dim": float(winner.dim),
+                "winner_score": winner.score,
+                "best_score": float(np.nanmin(selection.table.score)),
+                "n_runs": float(len(selection.table)),
+            }
+        )
+        raise_if_stop_requested()
+        run.log_text(selection.table.to_csv(index=False), "selection/ranking.csv")
+        run.log_text(markdown, "selection/ranking.md")
+        raise_if_stop_requested()
+        run.log_figures(figures)
+        raise_if_stop_requested()
+    summary_run_id = run.run_id
     raise_if_stop_requested()  # a stop during selection registers nothing
     winner_row = runs.loc[runs.run_id == winner.run_id].iloc[0]
     version_tags = {

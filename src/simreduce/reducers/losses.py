@@ -71,8 +71,8 @@ def gram_prefix_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequ
     [N, d] prefix, the sum over all pairs of (X X^T - Z Z^T)^2 is |X^T X|^2 - 2 |X^T Z|^2 + |Z^T Z|^2, products
     of width D and d; the diagonal is taken off as `similarity_mse` does. Time and memory grow with N, not N^2.
 
-    In float64: the three terms are each about N^2 times the mean squared similarity and the loss can be a
-    millionth of that (256-d on the default words), where float32 would leave it ~1% off."""
+    In float64: the three terms are each about N^2 times the mean squared similarity and the loss of a wide
+    reduction can be a millionth of that, a difference float32's rounding of the terms would visibly distort."""
     check_pairs(len(original))
     x = F.normalize(original.double(), dim=-1, eps=EPS)
     x_total = (x.T @ x).square().sum()
@@ -89,10 +89,10 @@ def gram_prefix_losses(original: torch.Tensor, reduced: torch.Tensor, dims: Sequ
 def gram_is_cheaper(n: int, width: int, dims: Sequence[int]) -> bool:
     """Whether `gram_prefix_losses` costs less than `pairwise_prefix_losses` for `n` rows of `width` features.
 
-    A model fitted to CPU timings, forward and backward (`bench/loss_cost.py`; it picks the faster way in all 16
-    of its cases, N = 256-8,192, D = 384 and 2,048), in float32 multiply-adds: the pairwise way's two [N, N]
-    products plus ~PAIRWISE_PASS per [N, N] entry and prefix for its elementwise passes; the Gram products at
-    FLOAT64_COST each (float64, and `x.T @ x` without gradient). At D = 384 the Gram way wins from ~700 rows.
+    A model of CPU time, forward and backward, fitted to `bench/loss_cost.py`'s timings, in float32 multiply-adds:
+    the pairwise way's two [N, N] products plus ~PAIRWISE_PASS per [N, N] entry and prefix for its elementwise
+    passes; the Gram products at FLOAT64_COST each (float64, and `x.T @ x` without gradient). At D = 384 the Gram
+    way wins from ~700 rows.
     """
     pairwise = n * n * (width + dims[-1] + PAIRWISE_PASS * len(dims))
     gram = FLOAT64_COST * n * (width * width / 3 + width * sum(dims) + sum(d * d for d in dims))

@@ -11,9 +11,9 @@ from simreduce.reducers.cosine import DEFAULT_LR, CosineEncoder
 from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
 
-# How much faster L-BFGS moves along the output rotation than its raw coordinates (`cayley_rotation`). Steps to
-# the plateau on the default words: 950 without the rotation; 386 at 30 (matrix exponential), 173 at 100, 198 at
-# 300, 272 at 1,000, 531 at 3,000; on 2,000 words 328 without, 120 at 100.
+# How much faster L-BFGS moves along the output rotation than along the map's own coordinates (`cayley_rotation`):
+# too small and the prefixes' compromise stays lost among the steeper directions, too large and the rotation
+# becomes the steep direction itself, so L-BFGS again takes more steps to the plateau.
 ROTATION_SCALE = 100.0
 
 
@@ -49,21 +49,20 @@ class NestedCosineEncoder(CosineEncoder):
 
     Each prefix's loss is weighted by 1 / (its loss at the start x the number of prefixes), so the objective
     is the mean of the losses relative to where they started: equal raw weights would let the small prefixes,
-    whose losses are ~100x larger, decide everything. The SVD start's prefixes are already the PCA of every
+    whose losses are far larger, decide everything. The SVD start's prefixes are already the PCA of every
     size, so the start is nested and training only refines it.
 
     L-BFGS (full batch) also moves a rotation of the outputs (`output_rotation`, folded into the map when
     training ends). The whole map's loss does not change under it, but every smaller prefix's does: it is the
     direction the prefixes compromise along, and in the map's own coordinates it is lost among much steeper ones
-    (the 256-d loss at the start is ~1e-6, the 16-d one ~0.07), so L-BFGS needed ~950 steps to the plateau;
-    scaled by `ROTATION_SCALE` it needs ~170, and ends lower. Adam scales each coordinate's steps itself and
-    would turn the rotation that much faster, so it trains without one.
+    (the largest prefix's loss starts orders of magnitude below the smallest's), so L-BFGS creeps along it.
+    Scaled by `ROTATION_SCALE` the rotation is as steep as the rest: L-BFGS reaches the plateau in far fewer
+    steps, and lower. Adam scales each coordinate's steps itself and would turn the rotation that much faster,
+    so it trains without one.
 
     Adam (mini-batches) peaks at `adam_lr` when `lr` is null, 5x `cosine`'s 1e-4: each row's step is a
-    compromise between the prefixes it belongs to, and at 1e-4 the one-cycle schedule ends well before that
-    compromise is reached (20,000 words, 1,000 steps: the 16-d prefix 1.20x its per-size encoder's loss). At
-    5e-4 700 steps reach it (1.03x; 2e-4 needed all 1,000 for 1.07x), hence `steps: 700` in its config.
-    L-BFGS's step scale stays 1.0.
+    compromise between the prefixes it belongs to, and at `cosine`'s rate the one-cycle schedule ends before that
+    compromise is reached; at `adam_lr` its config's `steps` reach it. L-BFGS's step scale stays 1.0.
     """
 
     kind = "nested"

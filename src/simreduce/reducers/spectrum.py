@@ -1,7 +1,7 @@
 """Singular values and right singular vectors of [N, D] vectors in memory O(D^2), whatever N.
 
 The SVD baseline, the encoder's start and whitening, the Eckart-Young bound and PCA's explained variance all
-need the spectrum of the word matrix. A direct SVD of 100k x 2048 rows holds a float64 copy of the matrix
+need the spectrum of the [N, D] matrix. A direct SVD of 100k x 2048 rows holds a float64 copy of the matrix
 and its factors (about 6 GiB); the [D, D] Gram accumulated block by block holds 32 MiB and has the same
 eigenvectors, its eigenvalues being the squared singular values.
 """

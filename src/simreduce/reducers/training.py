@@ -56,8 +56,8 @@ class TrainedReducer(Reducer, pl.LightningModule):
         self.log("val/loss", self.loss(batch), prog_bar=True)
 
     def on_fit_start(self) -> None:
-        # Some models have near-dead features (all-MiniLM-L6-v2: two at ~1e-32); their products with small
-        # gradients are subnormal floats, which make CPU backward passes up to 5x slower and change nothing.
+        # Some models have near-dead features (all-MiniLM-L6-v2 has two); their products with small gradients
+        # are subnormal floats, which CPUs compute far more slowly and which change nothing.
         torch.set_flush_denormal(True)
         self.across_ranks = self.trainer.world_size > 1
 

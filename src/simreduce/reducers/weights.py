@@ -20,8 +20,8 @@ STORED_PREFIX = "stored."  # the stored precision's constants in the weights fil
 
 def layer_spec(net: nn.Module, precision: str = "float32", prefix_dims: Sequence[int] = ()) -> dict:
     """What `rebuild` needs besides the tensors: the widths of the `build_mlp` stack `net` is, the precision
-    its output is stored at (a spec without one, logged before precisions, is float32), and the sizes whose
-    prefix of its output is itself a reduction (a nested encoder's; empty for any other map)."""
+    its output is stored at, and the sizes whose prefix of its output is itself a reduction (a nested encoder's;
+    empty for any other map)."""
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     spec = {
         "format": SPEC_FORMAT,
@@ -53,7 +53,7 @@ def rebuild(spec: Mapping, weights_path: Path, source: str) -> tuple[nn.Sequenti
             f"model {source!r} has layer format {spec.get('format')!r}, which this simreduce does not know "
             f"({SPEC_FORMAT!r}): compress it with the simreduce version that logged it."
         )
-    precision = spec.get("precision", "float32")
+    precision = spec.get("precision")
     if precision not in PRECISIONS:
         raise SimreduceError(
             f"model {source!r} stores its vectors as {precision!r}, which this simreduce does not know "

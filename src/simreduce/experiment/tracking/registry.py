@@ -163,7 +163,7 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
             "weights): compress serves only simreduce reducers and never runs a model's own loader or code."
         )
     net, stored = rebuild(spec, folder / weights, model_uri)
-    prefixes = tuple(int(d) for d in spec.get("prefix_dims", ()))  # none in a spec logged before nested encoders
+    prefixes = tuple(int(d) for d in spec["prefix_dims"])
     return LoggedReducer(net, stored, int(spec["in_dim"]), int(spec["dim"]), model.run_id, prefixes)
 
 

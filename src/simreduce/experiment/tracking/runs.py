@@ -30,9 +30,10 @@ NESTED_MODEL_CODE = Path(__file__).with_name("nested_model.py")  # run by MLflow
 
 
 def pytorch_flavour():
-    """MLflow's PyTorch flavour, imported with `pytorch_lightning` hidden: the flavour imports that second copy
-    of Lightning (about 3 s, beside the `lightning` package simreduce trains with) only to offer an autolog
-    callback simreduce does not use."""
+    """MLflow's PyTorch flavour, imported with `pytorch_lightning` hidden: `mlflow.pytorch` imports that package
+    (which `lightning` installs, a second, slow-to-import copy of the Lightning simreduce trains with) whenever it
+    is installed, with no setting or `log_model` argument to avoid it, only to offer an autolog callback simreduce
+    does not use."""
     hide = "pytorch_lightning" not in sys.modules
     if hide:
         sys.modules["pytorch_lightning"] = None  # makes `import pytorch_lightning` raise ImportError

@@ -1,19 +1,19 @@
 """A sweep in the store: its id, its runs read back, resume (finished configs, runs left RUNNING by a dead
 process), the runs that failed, and its `sweep-<id>` summary run."""
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from mlflow.entities import Run
 
 from simreduce.experiment.tracking.runs import JobRun
 from simreduce.experiment.tracking.store import TrackingStore, quoted
 from simreduce.runtime.errors import SimreduceError, StopRequested
-from simreduce.runtime.signals import raise_if_stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def close_stale_runs(store: TrackingStore, experiment_id: str, sweep_id: str) ->
     running = f"tags.sweep_id = {quoted(sweep_id)} and attributes.status = 'RUNNING'"
     for run in store.client.search_runs([experiment_id], running, max_results=MAX_RUNS):
         tags = run.data.tags
-        if tags.get("host") == socket.gethostname() and not _is_alive(int(tags.get("pid", "0"))):
+        if tags["host"] == socket.gethostname() and not _is_alive(int(tags["pid"])):
             store.client.set_tag(run.info.run_id, "error", "the job's process ended without closing its run")
             store.client.set_terminated(run.info.run_id, "FAILED")
             stale.append(run.info.run_id)
@@ -66,19 +66,13 @@ def find_finished_run(store: TrackingStore, experiment_id: str, sweep_id: str, c
     return next((run for run in runs if is_job_run(run)), None)
 
 
-def precision_of(run: Run) -> str:
-    """The storage precision of a run's candidate: runs logged before precisions are float32."""
-    return run.data.tags.get("precision", "float32")
-
-
 JOB_RUN_TAG = "job_run"  # "true" on a job's own run, "false" on its candidates' child runs
 
 
 def is_job_run(run: Run) -> bool:
     """Whether `run` is a job's own run, not one of its candidates' child runs (another precision, another
-    prefix of a nested encoder); runs logged before the tag: by their precision."""
-    tagged = run.data.tags.get(JOB_RUN_TAG)
-    return precision_of(run) == "float32" if tagged is None else tagged == "true"
+    prefix of a nested encoder)."""
+    return run.data.tags[JOB_RUN_TAG] == "true"
 
 
 def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[str] | None = None) -> dict[str, str]:
@@ -94,11 +88,11 @@ def failed_sweep_runs(store: TrackingStore, sweep_id: str, experiment_ids: list[
         )
         if is_job_run(run)
     ]
-    redone = {run.data.tags.get("config_hash") for run in runs if run.info.status == "FINISHED"}
+    redone = {run.data.tags["config_hash"] for run in runs if run.info.status == "FINISHED"}
     return {
         run.info.run_name: run.data.tags.get("error", run.info.status)
         for run in runs
-        if run.info.status != "FINISHED" and run.data.tags.get("config_hash") not in redone
+        if run.info.status != "FINISHED" and run.data.tags["config_hash"] not in redone
     }
 
 
@@ -143,16 +137,16 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "run_name": run.info.run_name,
             "experiment_id": run.info.experiment_id,
             "sweep_id": sweep_id,
-            "embedder": run.data.tags.get("embedder"),
-            "source": run.data.tags.get("source", "words"),  # runs logged before sources had names
-            "data_name": run.data.tags.get("data_name", run.data.tags.get("embedder")),  # likewise
-            "data_id": run.data.tags.get("data_id", ""),
+            "embedder": run.data.tags["embedder"],
+            "source": run.data.tags["source"],
+            "data_name": run.data.tags["data_name"],
+            "data_id": run.data.tags["data_id"],
             "encoder": run.data.tags["encoder"],
             "dim": int(run.data.params["encoder.dim"]),
-            "precision": precision_of(run),
+            "precision": run.data.tags["precision"],
             "job_run": is_job_run(run),
-            "degenerate": run.data.tags.get("degenerate", "false") == "true",
-            "reference": run.data.tags.get("reference", "false") == "true",
+            "degenerate": run.data.tags["degenerate"] == "true",
+            "reference": run.data.tags["reference"] == "true",
             **run.data.metrics,
         }
         for run in runs
@@ -166,22 +160,18 @@ def load_run_array(store: TrackingStore, run_id: str, artifact_path: str) -> np.
         return np.load(path)
 
 
-def log_sweep_summary(
+@contextlib.contextmanager
+def summary_run(
     store: TrackingStore,
     experiment_id: str,
     sweep_id: str,
-    texts: dict[str, str],
-    figures: dict[str, Figure],
     note: str,
     tags: dict[str, str],
-    metrics: dict[str, float],
     child_run_ids: list[str],
-) -> str:
-    """Log (or update, when selection runs again) the run `sweep-<id>`, `note` as its description in the UI,
-    and nest the sweep's runs under it.
-
-    Returns the summary run's id.
-    """
+) -> Iterator[JobRun]:
+    """The run `sweep-<id>` (the same one when selection runs again), `note` as its description in the UI and
+    `tags` set, for the block to log into. It ends FINISHED with the sweep's runs `child_run_ids` nested under
+    it; KILLED when a stop signal or Ctrl-C ends the block, FAILED when anything else does."""
     previous = store.client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = {quoted(sweep_id)}", max_results=1)
     if previous:
         run_id = previous[0].info.run_id
@@ -189,20 +179,13 @@ def log_sweep_summary(
     else:
         run_id = store.client.create_run(experiment_id, run_name=f"sweep-{sweep_id}").info.run_id
     run = JobRun(store, run_id)
-    try:  # a stop signal is taken between the parts (see `signals.py`), and ends the run KILLED
+    try:
         for key, value in {SUMMARY_TAG: sweep_id, "mlflow.note.content": note, **tags}.items():
             run.set_tag(key, value)
-        run.log_metrics(metrics)
-        raise_if_stop_requested()
-        for artifact_path, text in texts.items():
-            run.log_text(text, artifact_path)
-        raise_if_stop_requested()
-        run.log_figures(figures)
-        raise_if_stop_requested()
+        yield run
     except BaseException as e:
         store.client.set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt | StopRequested) else "FAILED")
         raise
     store.client.set_terminated(run_id, "FINISHED")
     for child in child_run_ids:
         store.client.set_tag(child, "mlflow.parentRunId", run_id)
-    return run_id
