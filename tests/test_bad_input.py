@@ -154,6 +154,7 @@ def expect_one_line_before_any_run(project, overrides: list[str], capsys) -> str
         (["eval.precisions=[float32,int4]"], "eval.precisions names 'int4', which simreduce does not store: pick"),
         (["select.target=high"], "select.target='high' must be a number"),
         (["select.register=sometimes"], "select.register='sometimes' is not one of"),
+        (["select.metric=heldout/recal_at_10"], "select.metric='heldout/recal_at_10' is not a metric simreduce logs"),
         (["trainer.accelerator=gpu"], "the trainer settings do not build a Trainer"),
         (["encoder.hidden=[0]"], "encoder.hidden=[0] must hold positive integer widths"),
         (["encoder.hidden=[16,-4]"], "encoder.hidden=[16, -4] must hold positive integer widths"),

@@ -168,6 +168,10 @@ def test_select_from_another_folder_registers_a_new_winner(project, tmp_path, ti
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     assert "registered as simreduce-words-tiny version 1; @winner points at no version" in sweep.stdout
+    compress = ["-m", "simreduce.cli", "compress", "--model", "models:/simreduce-words-tiny@winner"]
+    missed = run_python([*compress, "--input", str(words_file), "--output", str(tmp_path / "w.npy")], tmp_path)
+    assert missed.returncode == 2 and "no version of simreduce-words-tiny holds @winner" in missed.stderr
+    assert "models:/simreduce-words-tiny/1 (it missed its target)" in missed.stderr
     # A target every candidate reaches: the cheapest, d=4, is not a registered version yet. MLflow resolves a new
     # version's `models:/m-...` source through its global tracking URI, which nothing in this process has set.
     select = run_python(["-m", "simreduce.cli", "select", "--target", "-1"], tmp_path)
@@ -179,6 +183,25 @@ def test_select_from_another_folder_registers_a_new_winner(project, tmp_path, ti
     use_store(tmp_path)
     version = mlflow.MlflowClient().get_model_version_by_alias("simreduce-words-tiny", "winner")
     assert (int(version.version), version.tags["dim"]) == (2, "4")
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_size_is_skipped_says_so_and_exits_0(tmp_path):
+    np.save(tmp_path / "narrow.npy", np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))
+    overrides = ["data=vectors", f"data.path={tmp_path / 'narrow.npy'}", "encoder.dim=8,16"]
+    sweep = run_python(["train.py", "-m", *overrides, f"hydra.sweep.dir={tmp_path / 'multirun'}"], tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    console = sweep.stdout + sweep.stderr
+    assert "encoder.dim=16 skipped: not below the 8-d input; pick sizes below 8 for this file" in console
+    assert "every size was skipped, so there is nothing to select" in sweep.stdout
+    assert "deepseek" not in console  # a file's vectors have no embedder to widen
+
+
+def test_a_target_that_is_no_number_says_so(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["select", "--target", "abc"])
+    assert exit_info.value.code == 2
+    assert "argument --target: 'abc' is not a number (or none for the tolerance rule)" in capsys.readouterr().err
 
 
 def test_select_errors_are_one_line(tmp_path, monkeypatch, capsys):

@@ -1,8 +1,11 @@
 """`simreduce compress` never writes garbage and never destroys input: bad paths and bad rows are refused with
 one line before anything is written, and the output appears whole or not at all."""
 
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +53,7 @@ def good_rows(n: int = 5) -> np.ndarray:
     [
         ("reduced", "is not a .npy or .parquet file path"),
         ("reduced.txt", "is not a .npy or .parquet file path"),
-        ("folder.npy/", "is not a .npy or .parquet file path"),
+        ("folder.npy/", "is a directory: pass a file path in it"),
         ("x.npy", "is the input"),
     ],
 )
@@ -213,3 +216,26 @@ def test_compressing_a_file_of_vectors_imports_neither_lightning_nor_transformer
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "y.npy").is_file()
+
+
+def test_one_vector_compresses_and_the_output_is_created_as_the_umask_says(model, tmp_path):
+    folder, net = model
+    x, y = tmp_path / "one.npy", tmp_path / "one-out.npy"
+    np.save(x, good_rows(1))  # no pairs: that matters for training, not for compressing
+    old = os.umask(0o027)
+    try:
+        compress(folder, x, y)
+    finally:
+        os.umask(old)
+    assert np.load(y).shape == (1, 2)
+    assert stat.S_IMODE(y.stat().st_mode) == 0o640  # as any file the user writes, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_device_or_a_pipe_is_not_a_regular_file(model, tmp_path, capsys, special):
+    folder, _ = model
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "pipe.npy"
+        os.mkfifo(path)
+    assert "is not a regular file (a device, a pipe or a socket)" in refused(capsys, folder, path, tmp_path / "y.npy")

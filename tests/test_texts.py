@@ -153,3 +153,23 @@ def test_a_sweep_on_a_corpus_of_texts(project):
     out = pq.read_table(project / "new.parquet")
     assert out.column("id").to_pylist() == [f"n{i}" for i in range(len(TEXTS))]
     assert np.isfinite(np.stack(out.column("embedding").to_numpy(zero_copy_only=False))).all()
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".parquet"])
+def test_n_lines_in_give_n_rows_whatever_separators_the_texts_hold(tmp_path, suffix):
+    texts = ["a line\u2028with a line separator", "a form\x0cfeed", "a vertical\x0btab", "next\x85line", "plain"]
+    path = tmp_path / f"corpus{suffix}"
+    write(path, texts, ids=[f"doc-{i}" for i in range(len(texts))])
+    options = {} if suffix == ".txt" else {"column": "body", "id_column": "id"}
+    assert read_corpus(path, **options).texts == texts
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"first\r\nsecond\r\n")
+    assert read_corpus(crlf).texts == ["first", "second"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_null_id_is_refused_not_named_none(tmp_path, suffix):
+    path = tmp_path / f"corpus{suffix}"
+    write(path, ids=["doc-0", None, *IDS[2:]])
+    message = refused(path, column="body", id_column="id")
+    assert "data.id_column='id' (--id-column)" in message and "is empty (null) at row(s) ['1']" in message

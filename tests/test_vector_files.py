@@ -308,3 +308,10 @@ def test_a_callback_that_fails_stops_the_sweep_instead_of_warning(monkeypatch, c
     with pytest.raises(SystemExit) as exit_info:
         PrepareTrackingStore().on_multirun_start(compose_config([]))
     assert exit_info.value.code == 1 and "the settings could not be checked" in caplog.text
+
+
+def test_a_null_parquet_id_is_refused_not_named_none(tmp_path):
+    path = tmp_path / "emb.parquet"
+    write_parquet(path, vectors(), ids=[None if i == 7 else f"doc-{i}" for i in range(N)])
+    message = refused(VectorFileSource(str(path), tmp_path, column="embedding", id_column="doc_id"))
+    assert "is empty (null) at row(s) ['7']" in message

@@ -15,6 +15,16 @@ from simreduce.runtime.errors import exit_on_user_error
 from simreduce.runtime.signals import stop_signals_deferred
 
 
+def target_value(text: str) -> float | None:
+    """`--target`: a number, or none/null for the tolerance rule."""
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or none for the tolerance rule)") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     select_defaults = config_group("select")  # what `simreduce train` selects with, so both agree
     store = argparse.ArgumentParser(add_help=False)
@@ -55,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     select.add_argument(
         "--target",
-        type=lambda v: None if v.lower() in ("none", "null") else float(v),
+        type=target_value,
         default=select_defaults.target,
         help="the winner is the cheapest candidate whose metric reaches this (>=; <= for rmse-like metrics); "
         "none: the tolerance rule (default: %(default)s, select.target of simreduce train)",

@@ -41,7 +41,12 @@ class Written:
 
 def check_paths(input_path: Path, output_path: Path) -> None:
     check_is_file(input_path, "--input ", "pass a file of vectors, words or texts.")
-    if output_path.suffix not in OUTPUT_SUFFIXES or output_path.is_dir():
+    if output_path.is_dir():
+        raise SimreduceError(
+            f"--output {str(output_path)!r} is a directory: pass a file path in it, e.g. "
+            f"{str(output_path / 'reduced.npy')!r}."
+        )
+    if output_path.suffix not in OUTPUT_SUFFIXES:
         raise SimreduceError(
             f"--output {str(output_path)!r} is not a .npy or .parquet file path: pass e.g. reduced.npy."
         )

@@ -176,3 +176,14 @@ def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_
     if dim < vectors.shape[1]:  # a reduction; a code decoded back to the input's width has no size to bound
         metrics |= original.reference_figures(dim, metrics["fit/rmse"])
     return Scores(metrics, pairs)
+
+
+def logged_metric_names(settings: EvalSettings) -> set[str]:
+    """Every metric name a candidate logs under `settings` (`fit/rmse`, `heldout/recall_at_10`, ...), found by
+    scoring a small seeded reduction, so a misspelt `select.metric` is refused before the first job trains."""
+    n = max(128, 2 * max(settings.recall_k) + 2)  # held-out rows enough for the neighbour metrics, and a corpus over k
+    vectors = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    rows = torch.arange(n)
+    train, val = rows[: 3 * n // 4], rows[3 * n // 4 :]
+    original = OriginalSide(vectors, train, val, settings, train)
+    return set(score_reduction(original, vectors[:, :4], bytes_per_vector=16).metrics) | {"train_seconds"}

@@ -3,6 +3,7 @@ pick the sweep's winner once all its jobs are done."""
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -63,10 +64,13 @@ class SelectSweepWinner(Callback):
 
         sweep_id = config.tracking.sweep_id or sweep_id_of(config.hydra.sweep.dir)
         failed = {failed_job_name(line) for line in job_notes(config.hydra.sweep.dir, FAILED_FILE)}
+        skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
+        if skipped and len(skipped) == len(list(Path(config.hydra.sweep.dir).glob("*/.hydra"))):
+            print("\n".join([*skipped, f"sweep {sweep_id}: every size was skipped, so there is nothing to select."]))
+            return  # the user asked for sizes that are no reduction: nothing failed
         selected = False
         try:
             store = TrackingStore.open(config.tracking.uri)
-            skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
             with stop_signals_deferred():
                 summaries = sweep.summarise_sweep(
                     store,

@@ -38,7 +38,7 @@ def run_job(cfg: DictConfig) -> float:
     """
     with distributed.failures_shared():
         datamodule = load_data(cfg.data)
-        if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim)):
+        if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim, datamodule.source.kind)):
             if distributed.is_rank_zero():
                 log.warning(reason)
                 write_job_note(SKIPPED_FILE, reason)

@@ -1,5 +1,7 @@
 """The settings every job reads, checked once before any job starts, and the sizes a sweep skips."""
 
+import difflib
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -19,10 +21,18 @@ def check_settings(cfg: DictConfig) -> None:
     (before anything heavy is imported), then scoring, selection and the trainer's accelerator. Sizes are checked
     per job, where the input width is known (a sweep skips those that are no reduction)."""
     instantiate(cfg.data).source.ids()
-    instantiate(cfg.eval)
+    settings = instantiate(cfg.eval)
     check_tolerance(cfg.select.tolerance)
     check_register(cfg.select.register)
-    make_target(cfg.select.metric, cfg.select.target)
+    if target := make_target(cfg.select.metric, cfg.select.target):
+        from simreduce.evaluate.scoring import logged_metric_names  # scipy, scikit-learn: once the data is known
+
+        if target.metric not in (names := logged_metric_names(settings)):
+            near = difflib.get_close_matches(target.metric, names, n=3) or ["heldout/recall_at_10", "heldout/rmse"]
+            raise SimreduceError(
+                f"select.metric={target.metric!r} is not a metric simreduce logs: did you mean "
+                f"{' or '.join(map(repr, near))}? (a run logs {len(names)}; the MLflow UI lists them)"
+            )
     if (processes := distributed.world().size) > 1 and OmegaConf.select(cfg, "trainer.strategy") in (None, "auto"):
         raise SimreduceError(
             f"this job was started as {processes} processes (torchrun or srun), but trainer.strategy trains in one: "
@@ -36,14 +46,17 @@ def check_settings(cfg: DictConfig) -> None:
             raise SimreduceError(f"the trainer settings do not build a Trainer ({cause}): check trainer.*") from e
 
 
-def oversized(dim: object, in_dim: int) -> str | None:
+def oversized(dim: object, in_dim: int, source_kind: str) -> str | None:
     """Why `encoder.dim` is no reduction of `in_dim`-d vectors, or None when it is one (or not a size at all:
-    the reducer's own check names a bad value)."""
+    the reducer's own check names a bad value). Vectors embedded here could come from a wider model; a file's
+    vectors are what they are."""
     if is_positive_int(dim) and dim >= in_dim:
-        return (
-            f"encoder.dim={dim} skipped: not below the {in_dim}-d input; such sizes reduce a wider model, "
-            "e.g. embedder=deepseek_coder (2048-d)"
+        way_out = (
+            f"pick sizes below {in_dim} for this file"
+            if source_kind == "vectors"
+            else "such sizes reduce a wider model, e.g. embedder=deepseek_coder (2048-d)"
         )
+        return f"encoder.dim={dim} skipped: not below the {in_dim}-d input; {way_out}"
     return None
 
 

@@ -18,10 +18,25 @@ def setting(name: str, value: object) -> str:
 
 
 def check_is_file(path: Path, label: str, way_out: str) -> None:
-    """`path` is a file, or `<label><path> is a directory|does not exist: <way_out>`."""
+    """`path` is a regular file, or `<label><path> is a directory|is not a regular file|does not exist:
+    <way_out>` (a device such as /dev/zero or a pipe never ends, so it is not read)."""
     if not path.is_file():
-        found = "is a directory" if path.is_dir() else "does not exist"
+        if path.is_dir():
+            found = "is a directory"
+        elif path.exists():
+            found = "is not a regular file (a device, a pipe or a socket)"
+        else:
+            found = "does not exist"
         raise SimreduceError(f"{label}{str(path)!r} {found}: {way_out}")
+
+
+def text_lines(text: str) -> list[str]:
+    """A text file's lines, split at its line ends (`\n`, `\r\n`) only: `str.splitlines` also splits at form
+    feeds, U+2028 and others inside a line, which would make N lines in give more rows out."""
+    lines = text.split("\n")
+    if lines[-1] == "":  # the newline that ends the last line starts no line
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def check_suffix(path: Path, suffixes: Sequence[str], hint: str = "") -> None:

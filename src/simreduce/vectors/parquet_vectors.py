@@ -11,7 +11,7 @@ import numpy as np
 from simreduce.runtime.atomic import atomic_path
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.input_files import setting
-from simreduce.vectors.rows import check_enough_rows
+from simreduce.vectors.rows import check_enough_rows, id_strings
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ class ParquetVectors:
         for batch in self._open().iter_batches(batch_size=chunk_rows, columns=columns):
             vectors = _list_column(batch.column(self.column), self.path, self.column, first_row, width)
             width = vectors.shape[1]
-            ids = [str(v) for v in batch.column(self.id_column).to_pylist()] if self.id_column else None
+            column = batch.column(self.id_column).to_pylist() if self.id_column else None
+            ids = None if column is None else id_strings(column, self.path, self.id_column, first_row)
             first_row += len(vectors)
             yield vectors, ids
 
@@ -41,7 +42,7 @@ class ParquetVectors:
         """The id column's values as strings (None: no id column)."""
         if self.id_column is None:
             return None
-        return [str(v) for v in self._open().read(columns=[self.id_column]).column(0).to_pylist()]
+        return id_strings(self._open().read(columns=[self.id_column]).column(0).to_pylist(), self.path, self.id_column)
 
     def mapped(self, converted: Path, chunk_rows: int) -> np.ndarray:
         """The [N, D] float32 vectors mapped from the `.npy` at `converted`, written chunk by chunk, atomically,

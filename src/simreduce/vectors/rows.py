@@ -26,3 +26,14 @@ def check_unique_ids(ids: list[str], path: Path, id_column: str | None) -> None:
             f"{setting('id_column', id_column)} of {str(path)!r} repeats the ids {shown(repeated)}: "
             "ids must name one row each."
         )
+
+
+def id_strings(values: list, path: Path, id_column: str, first_row: int = 0) -> list[str]:
+    """An id column's values (rows `first_row`, ... of the file) as strings; a missing one (null, or empty) is refused,
+    since `str(None)` would name a row "None"."""
+    if missing := [str(first_row + i) for i, value in enumerate(values) if value is None or value == ""]:
+        raise SimreduceError(
+            f"{setting('id_column', id_column)} of {str(path)!r} is empty (null) at row(s) {shown(missing)}: give "
+            "every row an id, or leave the id column out to name rows by their numbers."
+        )
+    return [str(value) for value in values]

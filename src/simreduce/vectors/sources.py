@@ -105,6 +105,7 @@ class VectorFileSource:
         if self._ids is None:
             table = self._table()
             ids = table.ids if table.ids is not None else [str(i) for i in range(len(table.vectors))]
+            check_enough_rows(len(ids), self.spec.path)  # for training: compress takes a single vector too
             check_unique_ids(ids, self.spec.path, self.spec.id_column)
             self._ids = ids
         return self._ids

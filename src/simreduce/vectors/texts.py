@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simreduce.runtime.errors import SimreduceError
-from simreduce.vectors.input_files import check_is_file, check_suffix, setting
-from simreduce.vectors.rows import check_enough_rows, check_unique_ids, shown
+from simreduce.vectors.input_files import check_is_file, check_suffix, setting, text_lines
+from simreduce.vectors.rows import check_enough_rows, check_unique_ids, id_strings, shown
 from simreduce.vectors.vector_files import VECTOR_SUFFIXES
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".parquet")
@@ -36,7 +36,7 @@ def read_corpus(path: Path, column: str | None = None, id_column: str | None = N
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return text_lines(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise SimreduceError(f"{setting('path', str(path))} is not UTF-8 text ({e.reason} at byte {e.start}).") from e
 
@@ -64,7 +64,7 @@ def _read_table_columns(path: Path, column: str | None, id_column: str | None) -
             f"{setting('column', column)} of {str(path)!r} holds {type(texts[bad[0]]).__name__} at row {bad[0]}, "
             "not text: name the column of texts."
         )
-    ids = [str(v) for v in table.column(id_column).to_pylist()] if id_column else None
+    ids = id_strings(table.column(id_column).to_pylist(), path, id_column) if id_column else None
     return texts, ids
 
 

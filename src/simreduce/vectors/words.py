@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from simreduce.runtime.errors import SimreduceError
-from simreduce.vectors.input_files import check_is_file
+from simreduce.vectors.input_files import check_is_file, text_lines
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def read_words_file(path: str | Path) -> list[str]:
         ) from None
     if "\x00" in text:
         raise SimreduceError(f"words file {str(path)!r} holds NUL bytes, so it is not a text file: pass a word list.")
-    return text.splitlines()
+    return text_lines(text)
 
 
 def clean_words(words: list[str], source: str) -> list[str]:

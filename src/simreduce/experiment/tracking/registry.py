@@ -153,7 +153,8 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
         model = Model.load(folder)
     except Exception as e:  # whatever the URI's scheme made MLflow try: it yields no model
         raise SimreduceError(
-            f"cannot load model {model_uri!r} from {store.uri} ({str(e).splitlines()[0]}): pass e.g. "
+            unheld_alias(store, model_uri)
+            or f"cannot load model {model_uri!r} from {store.uri} ({str(e).splitlines()[0]}): pass e.g. "
             "models:/simreduce-words-minilm@winner after `simreduce select`, or check --tracking-uri."
         ) from e
     spec, weights = simreduce_parts(model)
@@ -165,6 +166,27 @@ def load_reducer(store: TrackingStore, model_uri: str) -> LoggedReducer:
     net, stored = rebuild(spec, folder / weights, model_uri)
     prefixes = tuple(int(d) for d in spec["prefix_dims"])
     return LoggedReducer(net, stored, int(spec["in_dim"]), int(spec["dim"]), model.run_id, prefixes)
+
+
+def unheld_alias(store: TrackingStore, model_uri: str) -> str | None:
+    """Why `models:/NAME@winner` loads nothing when NAME is registered but no version holds the alias: every
+    selection so far missed its target. Names the versions there are, to compress one of them knowingly."""
+    name, alias_given, alias = model_uri.removeprefix("models:/").partition("@")
+    if not model_uri.startswith("models:/") or not alias_given or alias != WINNER_ALIAS:
+        return None
+    try:
+        versions = store.client.search_model_versions(f"name = {quoted(name)}")
+    except MlflowException:
+        return None
+    if not versions:
+        return None
+    latest = max(versions, key=lambda v: int(v.version))
+    missed = " (it missed its target)" if latest.tags.get("target_met") == "false" else ""
+    return (
+        f"no version of {name} holds @{WINNER_ALIAS}: no selection reached its target yet. The latest is "
+        f"models:/{name}/{latest.version}{missed}: compress with it knowingly, or select again with a target "
+        "it reaches (simreduce select --target ...)."
+    )
 
 
 def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:

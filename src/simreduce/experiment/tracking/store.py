@@ -7,6 +7,7 @@ URI; the store sets it right before such a call, here in `tracking/` alone.
 
 import contextlib
 import functools
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # Reducers are exported (pt2) from CPU weights, which torch.export cannot load onto a GPU: serve them on the
 # CPU, also when MLflow checks the input example at logging time on a GPU machine.
 os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
+
+# A new store's "Creating initial MLflow database tables..." lines say nothing a user acts on.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 SQLITE = "sqlite:///"
 UI_ADDRESS = "http://127.0.0.1:5000"  # where the README's `mlflow ui` line serves
