@@ -16,6 +16,7 @@ from simreduce.experiment.callbacks import PrepareTrackingStore
 from simreduce.experiment.job import run_job
 from simreduce.runtime.errors import SimreduceError, exit_on_user_error
 from simreduce.vectors import sources, vector_files
+from simreduce.vectors.data import VectorDataModule
 from simreduce.vectors.parquet_vectors import ParquetVectors
 from simreduce.vectors.sources import VectorFileSource
 from simreduce.vectors.vector_files import VectorFileSpec, iter_vector_chunks, open_vector_file
@@ -231,6 +232,55 @@ def test_a_bad_file_fails_the_job_with_one_line_and_exit_2(project, capsys):
     assert exit_info.value.code == 2
     assert "8 vector(s) that are NaN/inf or all zero" in capsys.readouterr().err
     assert store_runs(project, "simreduce-emb").empty  # no run was opened
+
+
+def copies(n: int, *directions: int) -> np.ndarray:
+    """`n` rows, each a positive multiple of one of the rows `directions` of `vectors()`: no other direction."""
+    x = vectors()[list(directions)][np.arange(n) % len(directions)]
+    return x * np.random.default_rng(1).uniform(0.5, 2, size=(n, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("x", "found"), [(copies(300, 0), 1), (copies(300, 0, 1), 2), (-copies(300, 4), 1)])
+def test_rows_of_fewer_than_three_directions_are_refused_with_their_count(tmp_path, x, found):
+    path = tmp_path / "same.npy"
+    np.save(path, x)
+    data = VectorDataModule(VectorFileSource, "same", path=str(path), cache_dir=tmp_path, val_fraction=0.2)
+    with pytest.raises(SimreduceError) as error:
+        data.setup()
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"the 240 training rows of vectors 'same' hold only {found} distinct row(s)" in message
+    assert "at least 3 different directions" in message
+
+
+def test_three_directions_are_enough_and_a_sample_is_counted(tmp_path):
+    path = tmp_path / "three.npy"
+    np.save(path, copies(300, 0, 1, 2))
+    VectorDataModule(VectorFileSource, "three", path=str(path), cache_dir=tmp_path).setup()
+    np.save(path, copies(300, 0))
+    data = VectorDataModule(VectorFileSource, "one", path=str(path), cache_dir=tmp_path, max_fit_rows=50)
+    with pytest.raises(SimreduceError, match=r"the 50 training rows \(a sample of 240\) of vectors 'one' hold only 1"):
+        data.setup()
+
+
+def test_identical_rows_fail_the_job_before_a_run_opens(project, capsys):
+    path = project / "same.npy"
+    np.save(path, copies(300, 0))
+    with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
+        run_job(compose_config(["data=vectors", f"data.path={path}", "encoder.dim=4"]))
+    assert exit_info.value.code == 2 and "hold only 1 distinct row(s)" in capsys.readouterr().err
+    assert store_runs(project, "simreduce-same").empty
+
+
+@pytest.mark.slow
+def test_a_sweep_on_identical_rows_exits_2_with_one_line_and_no_run(project):
+    path = project / "same.npy"
+    np.save(path, copies(300, 0))
+    done = run_python(["train.py", "-m", "data=vectors", f"data.path={path}", "encoder.dim=4,8"], project)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "distinct row" in line]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert store_runs(project, "simreduce-same").empty
 
 
 @pytest.mark.slow
