@@ -196,6 +196,43 @@ def test_at_the_same_bytes_the_better_metric_wins_and_degenerate_runs_cannot():
     assert (winner.encoder, winner.dim) == ("cosine", 64)
 
 
+def test_a_run_with_nan_spearman_and_recall_by_ties_never_wins_and_the_reason_says_so():
+    # 300 copies of one row: rmse 0 or 1, Spearman NaN, recall@10 = 1 by the order ties fall in.
+    table = with_recall(
+        runs(("cosine", 4, 0.0, False), ("cosine", 32, 0.052, False), ("cosine", 64, 0.05, False)),
+        {("cosine", 4): 1.0, ("cosine", 32): 0.85, ("cosine", 64): 0.95},
+    )
+    table.loc[table.dim == 4, "heldout/spearman"] = float("nan")
+    for target in (None, RECALL_90):
+        selection = select_winner(table, TOLERANCE, target)
+        assert selection.winner.dim == (64 if target else 32)
+        assert "1 run(s) with NaN metrics (all similarities alike: neighbours are ties) could not win" in (
+            selection.reason
+        )
+        assert selection.table.set_index("dim").undefined.to_dict() == {4: True, 32: False, 64: False}
+
+
+def test_a_nan_target_metric_is_passed_over_and_named():
+    table = with_recall(
+        runs(("cosine", 16, 0.1, False), ("cosine", 64, 0.05, False)),
+        {("cosine", 16): float("nan"), ("cosine", 64): 0.95},
+    )
+    selection = select_winner(table, TOLERANCE, RECALL_90)
+    assert selection.winner.dim == 64 and "1 run(s) with NaN metrics" in selection.reason
+
+
+def test_when_every_run_has_nan_metrics_nothing_wins():
+    table = runs(("cosine", 4, 0.0, False), ("cosine", 8, 0.0, False)).assign(**{"heldout/spearman": float("nan")})
+    for target in (None, Target("heldout/rmse", 0.1)):
+        with pytest.raises(SimreduceError, match=r"every run of the sweep \(2\) has NaN metrics"):
+            select_winner(table, TOLERANCE, target)
+
+
+def test_runs_that_never_logged_spearman_still_win():
+    table = runs(("cosine", 16, 0.1, False)).drop(columns=["heldout/spearman"])
+    assert select_winner(table, TOLERANCE).winner.dim == 16
+
+
 def test_a_lower_is_better_metric_is_reached_from_below():
     table = runs(("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False), ("cosine", 64, 0.05, False))
     target = Target("heldout/rmse", 0.12)
