@@ -317,6 +317,38 @@ def test_a_sweep_on_a_file_of_vectors(project):
     assert out.schema.field("embedding").type.list_size in (4, 8)
 
 
+@pytest.mark.slow
+def test_runs_and_models_of_different_data_never_mix(project):
+    """A sweep resumed after its file was rewritten (same shape, other vectors) trains again and ranks only the
+    new runs; @winner never moves to a model of other data (the rewritten file's, or b/same.npy's: the same
+    model name) unless select.register=always asks for it."""
+    (project / "a").mkdir()
+    (project / "b").mkdir()
+    structured = np.linspace(3, 0.2, 24, dtype=np.float32)
+
+    def sweep(path, *extra: str) -> str:
+        args = ["train.py", "-m", "data=vectors", f"data.path={path}", "encoder=pca", "encoder.dim=4"]
+        done = run_python([*args, "tracking.sweep_id=s1", "select.target=0", *extra], project)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    np.save(project / "a" / "same.npy", vectors(200, 24) * structured)
+    assert "simreduce-vectors-same version 1; models:/simreduce-vectors-same@winner moved to it" in sweep(
+        project / "a" / "same.npy"
+    )
+    np.save(project / "a" / "same.npy", np.random.default_rng(7).normal(size=(200, 24)).astype(np.float32))
+    out = sweep(project / "a" / "same.npy")
+    assert "already finished this config" not in out and "finished this config on other data" in out
+    assert "2 run(s) of this sweep on earlier data" in out  # the job run and its int8 child
+    assert "version 2; @winner stays on version 1 (version 1 reduces other data" in out
+    assert "select.register=always moves @winner across data" in out
+    assert len(job_runs(store_runs(project, "simreduce-same"))) == 2  # the old run is kept, not reused
+
+    np.save(project / "b" / "same.npy", vectors(200, 24) * structured)
+    out = sweep(project / "b" / "same.npy", "tracking.sweep_id=s2", "select.register=always")
+    assert "version 3; models:/simreduce-vectors-same@winner moved to it (select.register=always)" in out
+
+
 def safetensors_bytes(header: dict | bytes, data: bytes = b"") -> bytes:
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
     return len(raw).to_bytes(8, "little") + raw + data
