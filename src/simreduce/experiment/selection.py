@@ -19,8 +19,8 @@ the encoder's name).
 Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
 trivially) are ranked but cannot win, unless every run is degenerate; runs whose metrics are NaN (the score, the
 target's metric, or the Spearman of a side whose similarities are all alike, where recall is a matter of how ties
-fall) are ranked but never win; reference runs (another library's
-method, e.g. faiss product quantization) are ranked and charted but never win: they have no served model.
+fall) are ranked but never win; reference runs (another library's method, e.g. faiss product quantization) are
+ranked and charted but never win: they have no served model.
 
 Pure pandas: the runs come in as a DataFrame, whoever read them.
 """
