@@ -112,3 +112,12 @@ def test_tensors_the_spec_does_not_declare_are_refused(tmp_path):
     )
     with pytest.raises(SimreduceError, match=r"its weights file holds \['9.weight'\], which the spec does not declare"):
         rebuild(layer_spec(extra), tmp_path / "w.safetensors", "m")
+
+
+@pytest.mark.parametrize("prefixes", [[2, 30_000_000], [0, 2], "2", [1.5]])
+def test_prefix_sizes_beyond_the_maps_outputs_are_refused(tmp_path, prefixes):
+    net = torch.nn.Sequential(torch.nn.Linear(8, 2, bias=False))
+    save_weights(net, tmp_path / "w.safetensors")
+    assert rebuild(layer_spec(net, prefix_dims=[1, 2]), tmp_path / "w.safetensors", "m")[0][0].out_features == 2
+    with pytest.raises(SimreduceError, match=r"it declares prefix sizes .*, not sizes of its 2 outputs"):
+        rebuild({**layer_spec(net), "prefix_dims": prefixes}, tmp_path / "w.safetensors", "m")

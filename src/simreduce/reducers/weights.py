@@ -66,6 +66,7 @@ def rebuild(spec: Mapping, weights_path: Path, source: str) -> tuple[nn.Sequenti
                 int(spec["in_dim"]), [int(w) for w in spec["hidden"]], int(spec["dim"]), bool(spec["out_bias"])
             )
         _check_shapes(net, weights_path, source)
+        _check_prefixes(spec.get("prefix_dims", []), int(spec["dim"]), source)
         tensors = load_file(str(weights_path))
         stored_names = {n for n in tensors if n.startswith(STORED_PREFIX)}
         constants = {n.removeprefix(STORED_PREFIX): tensors.pop(n).numpy() for n in stored_names}
@@ -100,4 +101,14 @@ def _check_shapes(net: nn.Module, weights_path: Path, source: str) -> None:
         raise SimreduceError(
             f"model {source!r} has weights that do not match its layer spec: its weights file holds {extra}, "
             "which the spec does not declare; log it again with simreduce train."
+        )
+
+
+def _check_prefixes(prefix_dims: Sequence, dim: int, source: str) -> None:
+    """Refuse prefix sizes (a nested model's) that are not sizes of its `dim` outputs: a prefix is cut from the
+    last layer when asked for, so one declared beyond it would take its memory then."""
+    if not isinstance(prefix_dims, Sequence) or not all(isinstance(d, int) and 1 <= d <= dim for d in prefix_dims):
+        raise SimreduceError(
+            f"model {source!r} has weights that do not match its layer spec: it declares prefix sizes "
+            f"{prefix_dims!r}, not sizes of its {dim} outputs; log it again with simreduce train."
         )
