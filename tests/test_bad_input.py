@@ -162,6 +162,10 @@ def expect_one_line_before_any_run(project, overrides: list[str], capsys) -> str
         (["encoder=autoencoder", "encoder.lr=0"], "encoder.lr=0 must be a positive number"),
         (["embedder.layer=99"], "embedder.layer=99 is not a hidden state of tiny (3 of them)"),
         (["data.words_file="], "data.words_file is empty"),
+        (
+            ["encoder=nested", f"encoder.dims=[{','.join(map(str, range(1, 65)))}]"],
+            "encoder.dims lists 64 sizes, more than 16: each is a loss term every training step and a candidate run",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(v),
 )

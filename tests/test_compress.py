@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from helpers.models import write_model_folder
 from safetensors.numpy import load_file, save_file
 
 from simreduce.cli import main
-from simreduce.experiment.tracking.registry import WEIGHTS_PATH, LoggedReducer
+from simreduce.experiment.tracking.registry import SPEC_KEY, WEIGHTS_PATH, LoggedReducer
 from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import STORED_PREFIX
 from simreduce.vectors import vector_files
@@ -117,6 +118,18 @@ def test_a_model_folder_is_served_without_any_store(tmp_path, monkeypatch):
     with torch.no_grad():
         np.testing.assert_allclose(np.load(tmp_path / "y.npy"), net(torch.from_numpy(good_rows())).numpy(), rtol=1e-6)
     assert not (tmp_path / "empty-project").exists()  # no store was made for it
+
+
+def test_a_model_folder_declaring_a_huge_layer_is_refused_before_it_is_built(tmp_path, capsys):
+    folder = tmp_path / "model"
+    write_model_folder(folder, tmp_path / "loader-ran", simreduce_parts=True, in_dim=D)
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    mlmodel["metadata"][SPEC_KEY]["dim"] = 30_000_000
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    np.save(tmp_path / "x.npy", good_rows())
+    err = refused(capsys, folder, tmp_path / "x.npy", tmp_path / "y.npy")
+    assert f"declares layer 0.weight of shape [30000000, {D}], its weights file holds [2, {D}]" in err
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "loader-ran").exists()
 
 
 def reduced_by(net, x: np.ndarray) -> np.ndarray:

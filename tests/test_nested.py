@@ -165,12 +165,17 @@ def test_a_bad_adam_lr_is_refused_in_one_line(adam_lr):
         ([0, 8], "must be a list of positive integer sizes"),
         ([4, 16], "reaches 16, not below the input width 16"),
         ("8", "must be a list of positive integer sizes"),
+        (list(range(1, 18)), "encoder.dims lists 17 sizes, more than 16"),
     ],
 )
 def test_bad_prefix_sizes_are_refused_in_one_line_naming_them(dims, named):
     with pytest.raises(SimreduceError, match=named.replace("[", r"\[").replace("]", r"\]")) as refused:
         NestedCosineEncoder(16, dims)
     assert "\n" not in str(refused.value)
+
+
+def test_sixteen_prefixes_are_accepted():
+    assert NestedCosineEncoder(64, list(range(1, 17))).dims == list(range(1, 17))
 
 
 def test_a_width_other_than_the_largest_prefix_is_refused():

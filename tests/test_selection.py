@@ -9,6 +9,7 @@ from simreduce.evaluate.plots import metrics_vs_dim, pareto_frontier, rate_disto
 from simreduce.experiment.alias_policy import alias_decision
 from simreduce.experiment.ranking_table import TABLE_COLUMNS, markdown_table, text_table
 from simreduce.experiment.selection import Target, make_target, select_winner
+from simreduce.experiment.summary import runs_of_latest_data
 from simreduce.runtime.errors import SimreduceError
 
 TOLERANCE = compose_config([]).select.tolerance  # the default rule
@@ -133,7 +134,7 @@ WINNER = {"data_id": "abc", "score": "0.100"}
     ("policy", "holder", "moves", "why"),
     [
         ("auto", None, True, "no version held it"),
-        ("auto", {"version": "3", "data_id": "other", "score": "0.01"}, True, "other data than version 3"),
+        ("auto", {"version": "3", "data_id": "other", "score": "0.9"}, False, "version 3 reduces other data"),
         ("auto", {"version": "3", "data_id": "abc", "score": "0.095"}, True, "within 10% of version 3's 0.095"),
         ("auto", {"version": "3", "data_id": "abc", "score": "0.05"}, False, "version 3 scores 0.05 on the same data"),
         ("auto", {"version": "3", "data_id": "abc"}, False, "version 3 scores nan"),  # unknown: kept
@@ -144,6 +145,30 @@ WINNER = {"data_id": "abc", "score": "0.100"}
 def test_the_winner_alias_moves_only_to_an_as_good_model_or_when_asked(policy, holder, moves, why):
     moved, reason = alias_decision(policy, holder, WINNER, tolerance=0.1)
     assert moved is moves and why in reason
+
+
+@pytest.mark.parametrize("target_met", [None, True])
+def test_the_alias_never_moves_across_data_unless_asked(target_met):
+    other = {"version": "3", "data_id": "other", "score": "0.9"}  # a/same.npy's model, worse than b's
+    moved, reason = alias_decision("auto", other, WINNER, tolerance=0.1, target_met=target_met)
+    assert not moved
+    assert reason == (
+        "version 3 reduces other data (data_id other, this winner's abc): select.register=always moves @winner "
+        "across data"
+    )
+    assert alias_decision("always", other, WINNER, tolerance=0.1, target_met=target_met) == (
+        True,
+        "select.register=always",
+    )
+
+
+def test_a_resumed_sweep_ranks_only_the_runs_on_its_latest_data():
+    sweep = runs(("cosine", 16, 0.05, False), ("cosine", 16, 0.2, False), ("cosine", 32, 0.1, False))
+    sweep = sweep.assign(data_id=["old", "new", "new"], start_time=[1, 3, 2])
+    kept, note = runs_of_latest_data(sweep)
+    assert list(kept.data_id) == ["new", "new"] and len(kept) == 2
+    assert note == "1 run(s) of this sweep on earlier data (data_id old, since changed to new) are left out. "
+    assert runs_of_latest_data(kept)[1] == ""
 
 
 def test_an_unknown_register_policy_is_a_user_error():
@@ -194,6 +219,43 @@ def test_at_the_same_bytes_the_better_metric_wins_and_degenerate_runs_cannot():
     )
     winner = select_winner(table, TOLERANCE, RECALL_90).winner
     assert (winner.encoder, winner.dim) == ("cosine", 64)
+
+
+def test_a_run_with_nan_spearman_and_recall_by_ties_never_wins_and_the_reason_says_so():
+    # 300 copies of one row: rmse 0 or 1, Spearman NaN, recall@10 = 1 by the order ties fall in.
+    table = with_recall(
+        runs(("cosine", 4, 0.0, False), ("cosine", 32, 0.052, False), ("cosine", 64, 0.05, False)),
+        {("cosine", 4): 1.0, ("cosine", 32): 0.85, ("cosine", 64): 0.95},
+    )
+    table.loc[table.dim == 4, "heldout/spearman"] = float("nan")
+    for target in (None, RECALL_90):
+        selection = select_winner(table, TOLERANCE, target)
+        assert selection.winner.dim == (64 if target else 32)
+        assert "1 run(s) with NaN metrics (all similarities alike: neighbours are ties) could not win" in (
+            selection.reason
+        )
+        assert selection.table.set_index("dim").undefined.to_dict() == {4: True, 32: False, 64: False}
+
+
+def test_a_nan_target_metric_is_passed_over_and_named():
+    table = with_recall(
+        runs(("cosine", 16, 0.1, False), ("cosine", 64, 0.05, False)),
+        {("cosine", 16): float("nan"), ("cosine", 64): 0.95},
+    )
+    selection = select_winner(table, TOLERANCE, RECALL_90)
+    assert selection.winner.dim == 64 and "1 run(s) with NaN metrics" in selection.reason
+
+
+def test_when_every_run_has_nan_metrics_nothing_wins():
+    table = runs(("cosine", 4, 0.0, False), ("cosine", 8, 0.0, False)).assign(**{"heldout/spearman": float("nan")})
+    for target in (None, Target("heldout/rmse", 0.1)):
+        with pytest.raises(SimreduceError, match=r"every run of the sweep \(2\) has NaN metrics"):
+            select_winner(table, TOLERANCE, target)
+
+
+def test_runs_that_never_logged_spearman_still_win():
+    table = runs(("cosine", 16, 0.1, False)).drop(columns=["heldout/spearman"])
+    assert select_winner(table, TOLERANCE).winner.dim == 16
 
 
 def test_a_lower_is_better_metric_is_reached_from_below():

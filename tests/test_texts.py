@@ -13,6 +13,7 @@ from helpers.project import job_runs, run_python, store_runs
 from simreduce.cli import main
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors import embedding
+from simreduce.vectors.data import VectorDataModule
 from simreduce.vectors.embedding import Embedder
 from simreduce.vectors.sources import TextSource
 from simreduce.vectors.texts import read_corpus
@@ -122,6 +123,15 @@ def test_vectors_are_cached_under_the_texts_content(tmp_path, tiny_llama, monkey
     write(path, texts=[*TEXTS[:-1], "Another text altogether."])
     with pytest.raises(ModelLoaded):  # new content: embedded anew
         TextSource(embedder, str(path), tmp_path / "cache").load()
+
+
+def test_fifty_identical_texts_are_refused_once_embedded(tmp_path, tiny_llama):
+    path = tmp_path / "same.txt"
+    path.write_text("The cat sat on the mat.\n" * 50)
+    embedder = Embedder(name="tiny", name_or_path=str(tiny_llama), device="cpu")
+    data = VectorDataModule(TextSource, "same", embedder=embedder, path=str(path), cache_dir=tmp_path / "cache")
+    with pytest.raises(SimreduceError, match=r"the 40 training rows of texts 'same' hold only 1 distinct row\(s\)"):
+        data.setup()
 
 
 @pytest.mark.slow

@@ -45,8 +45,23 @@ def test_runs_of_a_sweep_whose_id_holds_quotes_are_found(project, sweep_id):
 
     found = sweep_runs(store, sweep_id)
     assert list(found.run_id) == [run_id] and found["fit/rmse"].iloc[0] == 0.5 and found.dim.iloc[0] == 4
-    assert find_finished_run(store, experiment_id, sweep_id, "abc").info.run_id == run_id
+    assert find_finished_run(store, experiment_id, sweep_id, "abc", "d1").info.run_id == run_id
     assert failed_sweep_runs(store, sweep_id) == {}
+
+
+def test_a_run_of_the_same_config_on_other_data_is_not_finished_for_this_job(project, caplog):
+    """A resumed sweep whose vectors file was rewritten (same shape, other vectors): the old run is no
+    longer this config's finished run, and the log says why the job runs again."""
+    store = TrackingStore.create(store_uri(project))
+    experiment_id = store.experiment_id("simreduce-tiny")
+    tags = RUN_TAGS | {"sweep_id": "s", "config_hash": "abc", "data_id": "old"}
+    old = store.client.create_run(experiment_id, run_name="cosine-d0004", tags=tags).info.run_id
+    store.client.set_terminated(old, "FINISHED")
+    assert find_finished_run(store, experiment_id, "s", "abc", "old").info.run_id == old
+    assert find_finished_run(store, experiment_id, "s", "abc", "new") is None
+    assert f"run {old} of sweep s finished this config on other data (data_id old, now new): it runs again" in (
+        caplog.text
+    )
 
 
 def test_a_child_candidate_is_never_taken_for_its_job_and_a_killed_jobs_children_are_left_out(project):
@@ -64,14 +79,14 @@ def test_a_child_candidate_is_never_taken_for_its_job_and_a_killed_jobs_children
 
     killed = finished_run("cosine-d0004", "KILLED")
     finished_run("cosine-d0004-int8", "FINISHED", parent=killed, precision="int8")  # logged before the kill
-    assert find_finished_run(store, experiment_id, "s", "cosine-d0004") is None  # the job is to be redone
+    assert find_finished_run(store, experiment_id, "s", "cosine-d0004", "d1") is None  # the job is to be redone
     assert "cosine-d0004" in failed_sweep_runs(store, "s")
     with pytest.raises(SimreduceError, match="has no finished runs"):
         sweep_runs(store, "s")
 
     redone = finished_run("cosine-d0004", "FINISHED")
     child = finished_run("cosine-d0004-int8", "FINISHED", parent=redone, precision="int8")
-    assert find_finished_run(store, experiment_id, "s", "cosine-d0004").info.run_id == redone
+    assert find_finished_run(store, experiment_id, "s", "cosine-d0004", "d1").info.run_id == redone
     assert failed_sweep_runs(store, "s") == {}
     found = sweep_runs(store, "s").set_index("run_id")
     assert found.precision.to_dict() == {redone: "float32", child: "int8"}

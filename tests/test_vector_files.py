@@ -16,6 +16,7 @@ from simreduce.experiment.callbacks import PrepareTrackingStore
 from simreduce.experiment.job import run_job
 from simreduce.runtime.errors import SimreduceError, exit_on_user_error
 from simreduce.vectors import sources, vector_files
+from simreduce.vectors.data import VectorDataModule
 from simreduce.vectors.parquet_vectors import ParquetVectors
 from simreduce.vectors.sources import VectorFileSource
 from simreduce.vectors.vector_files import VectorFileSpec, iter_vector_chunks, open_vector_file
@@ -233,6 +234,55 @@ def test_a_bad_file_fails_the_job_with_one_line_and_exit_2(project, capsys):
     assert store_runs(project, "simreduce-emb").empty  # no run was opened
 
 
+def copies(n: int, *directions: int) -> np.ndarray:
+    """`n` rows, each a positive multiple of one of the rows `directions` of `vectors()`: no other direction."""
+    x = vectors()[list(directions)][np.arange(n) % len(directions)]
+    return x * np.random.default_rng(1).uniform(0.5, 2, size=(n, 1)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("x", "found"), [(copies(300, 0), 1), (copies(300, 0, 1), 2), (-copies(300, 4), 1)])
+def test_rows_of_fewer_than_three_directions_are_refused_with_their_count(tmp_path, x, found):
+    path = tmp_path / "same.npy"
+    np.save(path, x)
+    data = VectorDataModule(VectorFileSource, "same", path=str(path), cache_dir=tmp_path, val_fraction=0.2)
+    with pytest.raises(SimreduceError) as error:
+        data.setup()
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"the 240 training rows of vectors 'same' hold only {found} distinct row(s)" in message
+    assert "at least 3 different directions" in message
+
+
+def test_three_directions_are_enough_and_a_sample_is_counted(tmp_path):
+    path = tmp_path / "three.npy"
+    np.save(path, copies(300, 0, 1, 2))
+    VectorDataModule(VectorFileSource, "three", path=str(path), cache_dir=tmp_path).setup()
+    np.save(path, copies(300, 0))
+    data = VectorDataModule(VectorFileSource, "one", path=str(path), cache_dir=tmp_path, max_fit_rows=50)
+    with pytest.raises(SimreduceError, match=r"the 50 training rows \(a sample of 240\) of vectors 'one' hold only 1"):
+        data.setup()
+
+
+def test_identical_rows_fail_the_job_before_a_run_opens(project, capsys):
+    path = project / "same.npy"
+    np.save(path, copies(300, 0))
+    with pytest.raises(SystemExit) as exit_info, exit_on_user_error():
+        run_job(compose_config(["data=vectors", f"data.path={path}", "encoder.dim=4"]))
+    assert exit_info.value.code == 2 and "hold only 1 distinct row(s)" in capsys.readouterr().err
+    assert store_runs(project, "simreduce-same").empty
+
+
+@pytest.mark.slow
+def test_a_sweep_on_identical_rows_exits_2_with_one_line_and_no_run(project):
+    path = project / "same.npy"
+    np.save(path, copies(300, 0))
+    done = run_python(["train.py", "-m", "data=vectors", f"data.path={path}", "encoder.dim=4,8"], project)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "distinct row" in line]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert store_runs(project, "simreduce-same").empty
+
+
 @pytest.mark.slow
 def test_a_sweep_on_a_file_of_vectors(project):
     path = project / "my-docs.parquet"
@@ -265,6 +315,38 @@ def test_a_sweep_on_a_file_of_vectors(project):
     out = pq.read_table(project / "o.parquet")
     assert out.column("id").to_pylist() == [f"doc-{i}" for i in range(200)]
     assert out.schema.field("embedding").type.list_size in (4, 8)
+
+
+@pytest.mark.slow
+def test_runs_and_models_of_different_data_never_mix(project):
+    """A sweep resumed after its file was rewritten (same shape, other vectors) trains again and ranks only the
+    new runs; @winner never moves to a model of other data (the rewritten file's, or b/same.npy's: the same
+    model name) unless select.register=always asks for it."""
+    (project / "a").mkdir()
+    (project / "b").mkdir()
+    structured = np.linspace(3, 0.2, 24, dtype=np.float32)
+
+    def sweep(path, *extra: str) -> str:
+        args = ["train.py", "-m", "data=vectors", f"data.path={path}", "encoder=pca", "encoder.dim=4"]
+        done = run_python([*args, "tracking.sweep_id=s1", "select.target=0", *extra], project)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    np.save(project / "a" / "same.npy", vectors(200, 24) * structured)
+    assert "simreduce-vectors-same version 1; models:/simreduce-vectors-same@winner moved to it" in sweep(
+        project / "a" / "same.npy"
+    )
+    np.save(project / "a" / "same.npy", np.random.default_rng(7).normal(size=(200, 24)).astype(np.float32))
+    out = sweep(project / "a" / "same.npy")
+    assert "already finished this config" not in out and "finished this config on other data" in out
+    assert "2 run(s) of this sweep on earlier data" in out  # the job run and its int8 child
+    assert "version 2; @winner stays on version 1 (version 1 reduces other data" in out
+    assert "select.register=always moves @winner across data" in out
+    assert len(job_runs(store_runs(project, "simreduce-same"))) == 2  # the old run is kept, not reused
+
+    np.save(project / "b" / "same.npy", vectors(200, 24) * structured)
+    out = sweep(project / "b" / "same.npy", "tracking.sweep_id=s2", "select.register=always")
+    assert "version 3; models:/simreduce-vectors-same@winner moved to it (select.register=always)" in out
 
 
 def safetensors_bytes(header: dict | bytes, data: bytes = b"") -> bytes:

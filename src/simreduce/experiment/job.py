@@ -60,8 +60,9 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     """The job's MLflow run: fit the reducer, then score and log its candidates, the float32 one in the job's
     run and each other storage precision of `eval.precisions` in a child run (`cosine-d0064-int8`).
 
-    A job whose config already has a FINISHED run in this sweep is skipped (`tracking.skip_finished`), so
-    re-running a killed sweep with the same `hydra.sweep.dir` or `tracking.sweep_id` only does what is missing.
+    A job whose config already has a FINISHED run on the same data in this sweep is skipped
+    (`tracking.skip_finished`), so re-running a killed sweep with the same `hydra.sweep.dir` or
+    `tracking.sweep_id` only does what is missing.
     """
     if not distributed.is_rank_zero():
         return train_beside_rank_zero(cfg, datamodule)
@@ -74,9 +75,9 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
     experiment_id = store.experiment_id(cfg.tracking.experiment)
     sweep_id = cfg.tracking.sweep_id or current_sweep_id()
     sweeps.close_stale_runs(store, experiment_id, sweep_id)
-    cfg_hash = runs.config_hash(cfg)
+    cfg_hash, data_id = runs.config_hash(cfg), datamodule.identity()
     name = job_name(cfg)
-    done = cfg.tracking.skip_finished and sweeps.find_finished_run(store, experiment_id, sweep_id, cfg_hash)
+    done = cfg.tracking.skip_finished and sweeps.find_finished_run(store, experiment_id, sweep_id, cfg_hash, data_id)
     if distributed.agree(bool(done)):
         log.info("%s: skipped, run %s of sweep %s already finished this config", name, done.info.run_id, sweep_id)
         return run_score(done.data.metrics)

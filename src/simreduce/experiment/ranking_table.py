@@ -35,13 +35,19 @@ def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs with columns `run_id, run_name, encoder, dim, precision, degenerate, reference` and metrics under
     their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, `compression_ratio`,
-    ...) -> the unranked table, each row on its scored pairs."""
+    ...) -> the unranked table, each row on its scored pairs; `undefined` marks a row whose score or Spearman
+    is NaN, which can never win."""
     scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
     stored_bytes = runs["bytes_per_vector"].astype(float)
 
     def on_scored_pairs(stat: str) -> pd.Series:
         return _metric(runs, f"heldout/{stat}").where(scored == "heldout", _metric(runs, f"fit/{stat}"))
 
+    # NaN where it was logged: a side's similarities were all alike, so its neighbours are ties and its recall
+    # an artefact of their order (runs that never logged it are not marked).
+    spearman_nan = on_scored_pairs("spearman").isna() & np.where(
+        scored == "heldout", "heldout/spearman" in runs, "fit/spearman" in runs
+    )
     return pd.DataFrame(
         {
             "run": runs["run_name"],
@@ -60,6 +66,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "degenerate": runs["degenerate"].astype(bool),
             "score": on_scored_pairs("rmse"),
             "reference": runs["reference"].astype(bool),
+            "undefined": spearman_nan | on_scored_pairs("rmse").isna(),
             "run_id": runs["run_id"],
             "input_bytes": (stored_bytes * runs["compression_ratio"].astype(float)).round(),
         }

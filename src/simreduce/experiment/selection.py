@@ -17,8 +17,10 @@ at one precision) whose score is within `tolerance` of it (ties: the lower score
 the encoder's name).
 
 Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
-trivially) are ranked but cannot win, unless every run is degenerate; reference runs (another library's
-method, e.g. faiss product quantization) are ranked and charted but never win: they have no served model.
+trivially) are ranked but cannot win, unless every run is degenerate; runs whose metrics are NaN (the score, the
+target's metric, or the Spearman of a side whose similarities are all alike, where recall is a matter of how ties
+fall) are ranked but never win; reference runs (another library's method, e.g. faiss product quantization) are
+ranked and charted but never win: they have no served model.
 
 Pure pandas: the runs come in as a DataFrame, whoever read them.
 """
@@ -88,13 +90,22 @@ def _reason(winner: pd.Series, best: pd.Series, eligible: pd.DataFrame, table: p
             f"the smallest size whose {rmse}, {winner.score:.4g}, is within {tolerance:.0%} "
             f"of the best, {best.score:.4g} ({_label(best)})"
         )
-    ours = table[~table.reference]
+    ours = table[~table.reference & ~table.undefined]
     n_degenerate = int(ours.degenerate.sum())
     if n_degenerate == len(ours):
         why += "; every run is degenerate (dim at or above the number of training words): add words or lower dim"
     elif n_degenerate:
         why += f"; {n_degenerate} degenerate run(s), dim at or above the number of training words, could not win"
-    return f"{_label(winner)} wins: {why}."
+    return f"{_label(winner)} wins: {why}{_undefined_note(table)}."
+
+
+def _undefined_note(table: pd.DataFrame, metric: str | None = None) -> str:
+    """What the reason adds when runs with NaN metrics were passed over ("" when none was)."""
+    undefined = table.undefined if metric is None else table.undefined | table[metric].isna()
+    n = int((undefined & ~table.reference).sum())
+    if not n:
+        return ""
+    return f"; {n} run(s) with NaN metrics (all similarities alike: neighbours are ties) could not win"
 
 
 def make_target(metric: str, value: float | None) -> Target | None:
@@ -136,14 +147,21 @@ def select_winner(runs: pd.DataFrame, tolerance: float, target: Target | None = 
 
 
 def can_win(scored: pd.DataFrame) -> pd.DataFrame:
-    """The scored rows that can win: no reference, and none degenerate unless all the others are."""
+    """The scored rows that can win: no reference, none with NaN metrics, and none degenerate unless all the
+    others are."""
     ours = scored[~scored.reference]
     if ours.empty:
         raise SimreduceError(
             f"every scored run of the sweep is a reference ({', '.join(sorted(set(scored.encoder)))}), which is "
             "never served: sweep one of simreduce's encoders beside it, e.g. -m encoder=cosine,pq."
         )
-    return ours[~ours.degenerate] if not ours.degenerate.all() else ours
+    defined = ours[~ours.undefined]
+    if defined.empty:
+        raise SimreduceError(
+            f"every run of the sweep ({len(ours)}) has NaN metrics: its similarities are all alike, so no candidate "
+            "can win and recall would be an artefact of ties; check the data for copies of one row."
+        )
+    return defined[~defined.degenerate] if not defined.degenerate.all() else defined
 
 
 def _logged(runs: pd.DataFrame, metric: str) -> bool:
@@ -183,6 +201,8 @@ def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, asked: Target) ->
     table.insert(1, "winner", np.where(table.run_id == winner.run_id, "*", ""))
     cheaper = eligible[eligible.bytes < winner.bytes]
     reason = note + _target_reason(winner, cheaper, eligible, target, met)
+    if undefined := _undefined_note(table, metric):
+        reason = f"{reason.removesuffix('.')}{undefined}."
     return Selection(table, table.loc[winner.name], reason, met, target)
 
 

@@ -18,8 +18,9 @@ from simreduce.runtime.errors import SimreduceError
 
 def check_settings(cfg: DictConfig) -> None:
     """Fail the run or the sweep in seconds, with one line and no MLflow run, on a typo: the source's ids first
-    (before anything heavy is imported), then scoring, selection and the trainer's accelerator. Sizes are checked
-    per job, where the input width is known (a sweep skips those that are no reduction)."""
+    (before anything heavy is imported), then scoring, selection, a nested encoder's number of sizes and the
+    trainer's accelerator. Sizes are checked per job, where the input width is known (a sweep skips those that
+    are no reduction)."""
     instantiate(cfg.data).source.ids()
     settings = instantiate(cfg.eval)
     check_tolerance(cfg.select.tolerance)
@@ -33,6 +34,9 @@ def check_settings(cfg: DictConfig) -> None:
                 f"select.metric={target.metric!r} is not a metric simreduce logs: did you mean "
                 f"{' or '.join(map(repr, near))}? (a run logs {len(names)}; the MLflow UI lists them)"
             )
+    from simreduce.reducers.nested import check_prefix_count  # torch: loaded by the data module by now
+
+    check_prefix_count(OmegaConf.select(cfg, "encoder.dims"))  # a nested encoder's, before any job trains
     if (processes := distributed.world().size) > 1 and OmegaConf.select(cfg, "trainer.strategy") in (None, "auto"):
         raise SimreduceError(
             f"this job was started as {processes} processes (torchrun or srun), but trainer.strategy trains in one: "

@@ -3,7 +3,7 @@ ranked table and the overlay charts, and register the winner. Run by the Hydra c
 `simreduce train -m ...` and by `simreduce select`; nothing is retrained.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,20 @@ def overlay_charts(store: TrackingStore, table: pd.DataFrame) -> dict[str, Figur
     return plots.study_charts(original, f"original {in_dim}", reduced, diffs)
 
 
+def runs_of_latest_data(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs on the data of the sweep's latest run, and a note naming those left out ("" when none was): a
+    sweep resumed after its vectors file was rewritten holds runs on both, whose scores do not compare."""
+    latest = runs.data_id.loc[runs.start_time.idxmax()] if "start_time" in runs else runs.data_id.iloc[0]
+    earlier = runs[runs.data_id != latest]
+    if earlier.empty:
+        return runs, ""
+    note = (
+        f"{len(earlier)} run(s) of this sweep on earlier data (data_id {', '.join(sorted(set(earlier.data_id)))}, "
+        f"since changed to {latest}) are left out. "
+    )
+    return runs[runs.data_id == latest], note
+
+
 def summarise_experiment(
     store: TrackingStore,
     runs: pd.DataFrame,
@@ -79,7 +93,10 @@ def summarise_experiment(
 ) -> SweepSummary:
     """`runs`: one sweep's runs in one experiment (see `tracking.sweep_runs`); `skipped`: why the sweep
     skipped some sizes (no run was opened for them)."""
+    runs, earlier = runs_of_latest_data(runs)
     selection = select_winner(runs, tolerance, target)
+    if earlier:
+        selection = replace(selection, reason=earlier + selection.reason)
     target = selection.target  # a held-out target is read on the fit rows where no run has held-out rows
     table = selection.table
     winner = selection.winner

@@ -6,7 +6,8 @@ runs code, unpickles, or imports the graph machinery of `torch.export`."""
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -60,10 +61,16 @@ def rebuild(spec: Mapping, weights_path: Path, source: str) -> tuple[nn.Sequenti
             f"({', '.join(PRECISIONS)}): compress it with the simreduce version that logged it."
         )
     try:
+        with torch.device("meta"):  # the declared layers' shapes, with no memory taken: a spec may claim any size
+            net = build_mlp(
+                int(spec["in_dim"]), [int(w) for w in spec["hidden"]], int(spec["dim"]), bool(spec["out_bias"])
+            )
+        _check_shapes(net, weights_path, source)
+        _check_prefixes(spec.get("prefix_dims", []), int(spec["dim"]), source)
         tensors = load_file(str(weights_path))
         stored_names = {n for n in tensors if n.startswith(STORED_PREFIX)}
         constants = {n.removeprefix(STORED_PREFIX): tensors.pop(n).numpy() for n in stored_names}
-        net = build_mlp(int(spec["in_dim"]), [int(w) for w in spec["hidden"]], int(spec["dim"]), bool(spec["out_bias"]))
+        net = net.to_empty(device="cpu")  # filled whole by the file's tensors, each checked above
         net.load_state_dict(tensors, strict=True)
         if any(c.shape != (net[-1].out_features,) for c in constants.values()):
             raise ValueError(f"calibration constants of shapes {[c.shape for c in constants.values()]}, not [dim]")
@@ -74,3 +81,34 @@ def rebuild(spec: Mapping, weights_path: Path, source: str) -> tuple[nn.Sequenti
             "log it again with simreduce train."
         ) from e
     return net.eval(), stored
+
+
+def _check_shapes(net: nn.Module, weights_path: Path, source: str) -> None:
+    """Refuse, naming the layer and both shapes, a layer the spec declares (`net`, on the meta device) with
+    another shape than the weights file's header gives it, before any memory is taken for it: a spec that
+    declares 3e7 outputs beside a 1.4 KB file would otherwise take gigabytes first."""
+    with safe_open(str(weights_path), framework="pt") as f:
+        stored = {name: list(f.get_slice(name).get_shape()) for name in f.keys() if not name.startswith(STORED_PREFIX)}
+    declared = {name: list(t.shape) for name, t in net.state_dict().items()}
+    for name, shape in declared.items():
+        if stored.get(name) != shape:
+            found = f"holds {stored[name]}" if name in stored else "has no such tensor"
+            raise SimreduceError(
+                f"model {source!r} has weights that do not match its layer spec: it declares layer {name} of shape "
+                f"{shape}, its weights file {found}; log it again with simreduce train."
+            )
+    if extra := sorted(set(stored) - set(declared)):
+        raise SimreduceError(
+            f"model {source!r} has weights that do not match its layer spec: its weights file holds {extra}, "
+            "which the spec does not declare; log it again with simreduce train."
+        )
+
+
+def _check_prefixes(prefix_dims: Sequence, dim: int, source: str) -> None:
+    """Refuse prefix sizes (a nested model's) that are not sizes of its `dim` outputs: a prefix is cut from the
+    last layer when asked for, so one declared beyond it would take its memory then."""
+    if not isinstance(prefix_dims, Sequence) or not all(isinstance(d, int) and 1 <= d <= dim for d in prefix_dims):
+        raise SimreduceError(
+            f"model {source!r} has weights that do not match its layer spec: it declares prefix sizes "
+            f"{prefix_dims!r}, not sizes of its {dim} outputs; log it again with simreduce train."
+        )

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.distributed import share
 from simreduce.runtime.errors import SimreduceError
+from simreduce.vectors.rows import MIN_DIRECTIONS, distinct_directions
 from simreduce.vectors.sources import VectorSource
 
 log = logging.getLogger(__name__)
@@ -160,9 +161,24 @@ class VectorDataModule(pl.LightningDataModule):
         self.prepare_data()
         self.train_idx, self.val_idx = split_indices(len(self.ids), self.val_fraction, self.seed)
         self.fit_idx = sample_rows(self.train_idx, self.max_fit_rows, self.seed)
+        self._check_directions()
         log.debug(
             "%d vectors x %d dims: %d train, %d val", len(self.ids), self.dim, len(self.train_idx), len(self.val_idx)
         )
+
+    def _check_directions(self) -> None:
+        """Refuse training rows with fewer than MIN_DIRECTIONS directions (copies of one vector, one text said 50
+        times): their cosines are all alike, so every metric is NaN or perfect by ties. The rows a fit sees are
+        counted (every training row up to `max_fit_rows`), and the count stops at MIN_DIRECTIONS."""
+        found = distinct_directions(self.vectors, self.fit_idx)
+        if found < MIN_DIRECTIONS:
+            sampled = f" (a sample of {len(self.train_idx):,})" if len(self.fit_idx) < len(self.train_idx) else ""
+            raise SimreduceError(
+                f"the {len(self.fit_idx):,} training rows{sampled} of {self.source.kind} {self.name!r} hold only "
+                f"{found} distinct row(s) after L2 normalisation: their cosine similarities are all alike, with "
+                f"nothing to keep; give rows of at least {MIN_DIRECTIONS} different directions (copies of one "
+                "vector or text are one)."
+            )
 
     def identity(self) -> str:
         """A hash of what makes two runs' scores comparable: the same vectors (source key and ids), split the

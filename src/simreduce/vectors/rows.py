@@ -1,8 +1,11 @@
-"""Checks every source makes of its rows, whatever the file format: enough rows for pairs, ids unique; and how
-ids are named in an error message."""
+"""Checks every source makes of its rows, whatever the file format: enough rows for pairs, ids unique, more
+than two directions to train on; and how ids are named in an error message."""
 
 from collections import Counter
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
 
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.input_files import setting
@@ -37,3 +40,26 @@ def id_strings(values: list, path: Path, id_column: str, first_row: int = 0) -> 
             "every row an id, or leave the id column out to name rows by their numbers."
         )
     return [str(value) for value in values]
+
+
+MIN_DIRECTIONS = 3  # fewer: every pair's cosine is 1 (or one other value), so there is no order of them to keep
+SAME_DIRECTION = 1 - 1e-5  # cosine above which two float32 rows count as one direction (rounding, not content)
+
+
+def distinct_directions(vectors: torch.Tensor, rows: torch.Tensor, enough: int = MIN_DIRECTIONS) -> int:
+    """How many distinct directions (rows equal after L2 normalisation) the rows `rows` of [N, D] `vectors` hold,
+    counted up to `enough`: reading stops there, so data that differs costs one block of rows, and at most
+    `enough` matrix products [block, D] x [D, enough] a block otherwise."""
+    seen: list[torch.Tensor] = []
+    for start in range(0, len(rows), 8192):
+        unit = F.normalize(vectors[rows[start : start + 8192]].float(), dim=1)
+        while len(seen) < enough:
+            new = (
+                (unit @ torch.stack(seen).T).amax(dim=1) < SAME_DIRECTION if seen else torch.ones(len(unit), dtype=bool)
+            )
+            if not new.any():
+                break
+            seen.append(unit[new.nonzero()[0, 0]])
+        if len(seen) >= enough:
+            break
+    return len(seen)

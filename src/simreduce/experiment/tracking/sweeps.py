@@ -54,16 +54,30 @@ def close_stale_runs(store: TrackingStore, experiment_id: str, sweep_id: str) ->
     return stale
 
 
-def find_finished_run(store: TrackingStore, experiment_id: str, sweep_id: str, cfg_hash: str) -> Run | None:
-    """The FINISHED job run of this config in this sweep, if any: never one of its candidates' child runs,
-    which a job killed after logging them leaves FINISHED under an unfinished job run."""
+def find_finished_run(
+    store: TrackingStore, experiment_id: str, sweep_id: str, cfg_hash: str, data_id: str
+) -> Run | None:
+    """The FINISHED job run of this config on this data (`data_id`, `VectorDataModule.identity`) in this sweep,
+    if any: never one of its candidates' child runs, which a job killed after logging them leaves FINISHED under
+    an unfinished job run. A run of the config on other data (a vectors file rewritten between two launches of
+    the sweep) is not it: the job runs again, on the data there now, and says so."""
     runs = store.client.search_runs(
         [experiment_id],
         f"tags.sweep_id = {quoted(sweep_id)} and tags.config_hash = {quoted(cfg_hash)} "
         "and attributes.status = 'FINISHED'",
         max_results=MAX_RUNS,
     )
-    return next((run for run in runs if is_job_run(run)), None)
+    jobs = [run for run in runs if is_job_run(run)]
+    same = next((run for run in jobs if run.data.tags.get("data_id") == data_id), None)
+    if same is None and jobs:
+        log.warning(
+            "run %s of sweep %s finished this config on other data (data_id %s, now %s): it runs again",
+            jobs[0].info.run_id,
+            sweep_id,
+            jobs[0].data.tags.get("data_id"),
+            data_id,
+        )
+    return same
 
 
 JOB_RUN_TAG = "job_run"  # "true" on a job's own run, "false" on its candidates' child runs
@@ -113,8 +127,9 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
     and their children at other storage precisions (only those of a finished job run: a killed job's children
     are left out, so a resumed sweep does not list them twice).
 
-    One row per run: `run_id, run_name, experiment_id, sweep_id, embedder, source, data_name, data_id, encoder,
-    dim, precision, degenerate, reference`, and every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
+    One row per run: `run_id, run_name, start_time, experiment_id, sweep_id, embedder, source, data_name, data_id,
+    encoder, dim, precision, degenerate, reference`, and every metric under its logged name (`heldout/rmse`,
+    `bound_ey`, ...).
     """
     experiment_ids = [store.existing_experiment_id(experiment)] if experiment else store.all_experiment_ids()
     sweep_id = sweep_id or _latest_sweep_id(store, experiment_ids)
@@ -135,6 +150,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
         {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
+            "start_time": run.info.start_time,
             "experiment_id": run.info.experiment_id,
             "sweep_id": sweep_id,
             "embedder": run.data.tags["embedder"],
