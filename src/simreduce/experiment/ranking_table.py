@@ -15,6 +15,7 @@ TABLE_COLUMNS = [
     "dim",
     "precision",
     "bytes",
+    "queries",
     "pairs",
     "diff_mean",
     "diff_var",
@@ -34,7 +35,8 @@ def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs with columns `run_id, run_name, encoder, dim, degenerate`, `precision` (float32 when missing),
-    `reference` (False when missing) and metrics under their logged names (`heldout/rmse`, `fit/diff_mean`,
+    `queries` (how recall@k and the pairs met the stored vectors; stored when missing), `reference` (False when
+    missing) and metrics under their logged names (`heldout/rmse`, `fit/diff_mean`,
     `bound_ey`, `bytes_per_vector`, ...) -> the unranked table, each row on its scored pairs."""
     scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
     stored_bytes = _metric(runs, "bytes_per_vector").fillna(4.0 * runs["dim"])  # runs logged before it: float32
@@ -49,6 +51,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "dim": runs["dim"].astype(int),
             "precision": runs["precision"] if "precision" in runs else "float32",
             "bytes": stored_bytes.astype(int),
+            "queries": runs["queries"] if "queries" in runs else "stored",
             "pairs": scored,
             "diff_mean": on_scored_pairs("diff_mean"),
             "diff_var": on_scored_pairs("diff_var"),

@@ -120,7 +120,8 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
     are left out, so a resumed sweep does not list them twice).
 
     One row per run: `run_id, run_name, experiment_id, sweep_id, embedder, source, data_name, data_id, encoder,
-    dim, precision, degenerate, reference`, and every metric under its logged name (`heldout/rmse`, `bound_ey`, ...).
+    dim, precision, degenerate, reference, queries`, and every metric under its logged name (`heldout/rmse`,
+    `bound_ey`, ...).
     """
     experiment_ids = [store.existing_experiment_id(experiment)] if experiment else store.all_experiment_ids()
     sweep_id = sweep_id or _latest_sweep_id(store, experiment_ids)
@@ -153,6 +154,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "job_run": is_job_run(run),
             "degenerate": run.data.tags.get("degenerate", "false") == "true",
             "reference": run.data.tags.get("reference", "false") == "true",
+            "queries": run.data.tags.get("queries", "stored"),  # runs logged before query modes: both sides stored
             **run.data.metrics,
         }
         for run in runs
