@@ -11,15 +11,16 @@ held-out float queries; see bench/results/bits.md):
   and b bits on a nearly constant dimension are wasted. A seeded random rotation spreads the variance over all
   dimensions (128-d SVD, 1 bit: recall@10 0.514 unrotated, 0.579 random); a rotation learned on the training
   rows, ITQ-style (alternating the levels and an orthogonal Procrustes step), also turns the values towards
-  their levels and kept more again at every size but 4 bits (0.606; 2 bits at 128-d 0.742 against 0.729, at
-  256-d 0.854 against 0.838). It costs a few seconds of fitting per candidate at 256-d on 4,000 rows (one
-  thread), bounded by ITQ_ROWS; it is the one kept, started from the seeded random rotation.
+  their levels and kept more again at 1 and 2 bits (0.604; 2 bits at 128-d 0.739 against 0.729, at 256-d 0.850
+  against 0.838; at 4 bits, 64-d, all three within 0.002). It costs seconds of fitting per candidate (256-d,
+  4,000 rows, one thread: about 10 s on a busy machine), bounded by ITQ_ROWS; it is the one kept, started from
+  the seeded random rotation.
 - Levels per dimension by 1-D k-means (Lloyd-Max) on the training rows, started from the quantiles: after the
   rotation each dimension is close to Gaussian, where evenly spaced levels over the training range put most
-  values in two or three middle levels; uniform levels kept less recall@10 at every size (2 bits, 256-d:
-  0.769 against 0.838). faiss's ProductQuantizer with M = dim and nbits = b is the same quantizer (1-D k-means
-  per dimension; tests/test_precision.py checks ours reaches its distortion); this one is exact Lloyd
-  iterations on the sorted values, in numpy, so no faiss is needed to fit or to serve.
+  values in two or three middle levels; uniform levels kept less recall@10 at every size (2 bits, 256-d, both
+  after the random rotation: 0.769 against 0.838). faiss's ProductQuantizer with M = dim and nbits = b is the
+  same quantizer (1-D k-means per dimension; tests/test_precision.py checks ours reaches its distortion); this
+  one is exact Lloyd iterations on the sorted values, in numpy, so no faiss is needed to fit or to serve.
 - Decoding maps the levels back through the rotation's transpose: a decoded vector lives in the reduced space,
   so a float query (reduced, not quantised) is compared with it directly.
 """
