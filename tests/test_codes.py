@@ -75,22 +75,22 @@ def test_an_unknown_query_mode_is_refused_in_one_line():
 
 
 def test_compress_writes_codes_that_decode_with_the_logged_tables_to_the_scored_similarities(project, tmp_path):
-    """A run of int2 and int1 candidates: compress's packed codes, read with the rotation and levels from the
-    model's weights file (no simreduce), and the float queries the logged map gives, reproduce the run's fit
+    """A run of int2 and pq1 candidates: compress's packed codes, read with the rotation and levels or centroids
+    from the model's weights file (no simreduce), and the float queries the logged map gives, reproduce the run's fit
     pair similarities and its held-out recall@10."""
     path = project / "docs.npy"
     np.save(path, clustered().numpy())
-    overrides = ["data=vectors", f"data.path={path}", "encoder=pca", "encoder.dim=12", "eval.precisions=[int2,int1]"]
+    overrides = ["data=vectors", f"data.path={path}", "encoder=pca", "encoder.dim=12", "eval.precisions=[int2,pq1]"]
     cfg = compose_config([*overrides, "tracking.log_model=true", "eval.max_queries=40"])
     run_job(cfg)
     runs = store_runs(project, "simreduce-docs").set_index("tags.mlflow.runName")
-    assert set(runs.index) == {"pca-d0012", "pca-d0012-int2", "pca-d0012-int1"}
+    assert set(runs.index) == {"pca-d0012", "pca-d0012-int2", "pca-d0012-pq1"}
     assert (runs["tags.queries"] == "float").all()
     datamodule = load_data(cfg.data)
     vectors = datamodule.vectors
-    for name, bits in (("int2", 2), ("int1", 1)):
+    for name, bits in (("int2", 2), ("pq1", 1)):
         run = runs.loc[f"pca-d0012-{name}"]
-        width = -(-12 * bits // 8)  # int1: 12 bits in 2 bytes, the last 4 bits zero
+        width = -(-12 * bits // 8)  # pq1: 12 values a byte per 8, the second byte's 4 padded
         assert run["metrics.bytes_per_vector"] == width
         out = tmp_path / f"{name}.npy"
         main(["compress", "--tracking-uri", store_uri(project), "--model", f"runs:/{run.run_id}/model",
@@ -100,9 +100,14 @@ def test_compress_writes_codes_that_decode_with_the_logged_tables_to_the_scored_
 
         folder = mlflow.artifacts.download_artifacts(f"runs:/{run.run_id}/model", dst_path=str(tmp_path / name))
         tensors = load_file(f"{folder}/{WEIGHTS_PATH}")
-        rotation, levels = tensors[f"{STORED_PREFIX}rotation"], tensors[f"{STORED_PREFIX}levels"]
-        per_value = np.unpackbits(codes, axis=1).reshape(300, -1, bits) @ (2 ** np.arange(bits - 1, -1, -1))
-        decoded = torch.from_numpy(levels[np.arange(12), per_value[:, :12]] @ rotation.T)
+        rotation = tensors[f"{STORED_PREFIX}rotation"]
+        if name == "pq1":  # each byte: the number of one of its 8 values' 256 centroids
+            codebooks = tensors[f"{STORED_PREFIX}codebooks"]
+            parts = np.stack([codebooks[m, codes[:, m]] for m in range(width)], axis=1).reshape(300, -1)
+        else:  # 4 codes a byte, the first in the highest bits, each a level of its dimension
+            per_value = np.unpackbits(codes, axis=1).reshape(300, -1, bits) @ (2 ** np.arange(bits - 1, -1, -1))
+            parts = tensors[f"{STORED_PREFIX}levels"][np.arange(12), per_value[:, :12]]
+        decoded = torch.from_numpy(parts[:, :12] @ rotation.T)
         net = build_mlp(D, [], 12, out_bias=True)
         net.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith(STORED_PREFIX)})
         with torch.no_grad():

@@ -17,6 +17,7 @@ from simreduce.experiment.tracking.runs import job_run
 from simreduce.reducers.base import apply_net, build_mlp
 from simreduce.reducers.codes import CODE_BITS, CodeForm, lloyd_levels, rotated
 from simreduce.reducers.precision import PRECISIONS, StoredPrecision
+from simreduce.reducers.product_codes import VALUES_PER_CODE
 from simreduce.runtime.errors import SimreduceError
 
 N, DIM = 60, 13  # 13 bits: binary pads its second byte
@@ -116,8 +117,27 @@ def test_the_levels_are_one_dimensional_k_means_as_good_as_faiss_product_quantiz
     assert ours <= theirs * 1.01
 
 
-def test_a_nested_prefix_of_codes_is_refused_in_one_line():
-    stored = StoredPrecision.calibrated("int4", reduced_rows(), TRAIN)
+@pytest.mark.parametrize("name", ["pq4", "pq2", "pq1"])
+def test_product_codes_decode_with_their_centroids_to_the_vectors_the_candidate_is_scored_on(name):
+    """One byte per 8 / b rotated values: a reader takes each code's centroid, drops the padding and rotates back."""
+    x = reduced_rows()
+    stored = StoredPrecision.calibrated(name, x, TRAIN)
+    width = VALUES_PER_CODE[name]
+    codes = stored.encode(x.numpy())
+    assert codes.dtype == np.uint8 and codes.shape == (N, -(-DIM // width)) == (N, stored.bytes_per_vector(DIM))
+    assert stored.codebooks.shape == (codes.shape[1], 256, width)
+    parts = np.stack([stored.codebooks[m, codes[:, m]] for m in range(codes.shape[1])], axis=1)
+    read = parts.reshape(N, -1)[:, :DIM].astype(np.float64) @ stored.rotation.T.astype(np.float64)
+    torch.testing.assert_close(cosines(stored.comparable(x)), cosines(read), rtol=1e-5, atol=1e-5)
+    moved = x.clone()
+    moved[TRAIN.max() + 1 :] *= -5  # the centroids and rotation see the training rows alone
+    again = StoredPrecision.calibrated(name, moved, TRAIN)
+    assert np.array_equal(again.codebooks, stored.codebooks) and np.array_equal(again.rotation, stored.rotation)
+
+
+@pytest.mark.parametrize("name", ["int4", "pq2"])
+def test_a_nested_prefix_of_codes_is_refused_in_one_line(name):
+    stored = StoredPrecision.calibrated(name, reduced_rows(), TRAIN)
     with pytest.raises(SimreduceError, match="has no prefix codes") as refused:
         stored.prefix(8)
     assert "\n" not in str(refused.value)
@@ -132,7 +152,8 @@ def test_float16_is_a_cast_and_float32_the_vectors_themselves():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("float32", 52), ("float16", 26), ("int8", 13), ("int4", 7), ("int2", 4), ("int1", 2), ("binary", 2)],
+    [("float32", 52), ("float16", 26), ("int8", 13), ("int4", 7), ("int2", 4), ("int1", 2), ("pq4", 7), ("pq2", 4)]
+    + [("pq1", 2), ("binary", 2)],
 )
 def test_bytes_per_vector_are_what_a_stored_vector_holds(name, expected):
     x = reduced_rows()
@@ -142,7 +163,8 @@ def test_bytes_per_vector_are_what_a_stored_vector_holds(name, expected):
 
 @pytest.mark.parametrize(
     ("name", "dim"),
-    [("float32", DIM), ("float16", DIM), ("int8", DIM), ("binary", DIM), ("binary", 16), ("int4", DIM), ("int2", 16)],
+    [("float32", DIM), ("float16", DIM), ("int8", DIM), ("binary", DIM), ("binary", 16), ("int4", DIM), ("int2", 16)]
+    + [("pq2", DIM), ("pq1", 16)],
 )
 def test_the_model_mlflow_serves_returns_what_compress_stores(project, monkeypatch, name, dim):
     """`mlflow.pyfunc` runs the exported map and stored form (int8's constants inside the program) and gives the

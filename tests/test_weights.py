@@ -26,7 +26,7 @@ def test_every_reducer_is_rebuilt_from_its_spec_and_tensors(tmp_path, name, over
     assert torch.equal(apply_net(rebuilt, x), apply_net(candidate.net, x)) and stored.name == "float32"
 
 
-@pytest.mark.parametrize("precision", ["float16", "int8", "int4", "int2", "int1", "binary"])
+@pytest.mark.parametrize("precision", ["float16", "int8", "int4", "int2", "int1", "pq2", "binary"])
 def test_the_stored_precision_and_its_constants_travel_with_the_tensors(tmp_path, precision):
     x = low_rank_vectors()
     net = build("pca", x).net

@@ -13,8 +13,7 @@ from simreduce.experiment.notes import hydra_verbose
 from simreduce.experiment.tracking.runs import JobRun, git_commit, process_tags
 from simreduce.experiment.tracking.sweeps import JOB_RUN_TAG
 from simreduce.reducers.base import Candidate, Reducer
-from simreduce.reducers.codes import CODE_BITS
-from simreduce.reducers.precision import StoredPrecision
+from simreduce.reducers.precision import ROTATED, StoredPrecision
 from simreduce.runtime.signals import raise_if_stop_requested
 from simreduce.vectors.data import VectorDataModule
 
@@ -64,7 +63,7 @@ def log_candidate(
     original: OriginalSide,
     log_model: bool,
 ) -> dict:
-    """Score `candidate` (its map's output `reduced`) as it would be stored (int8 and the b-bit codes calibrated
+    """Score `candidate` (its map's output `reduced`) as it would be stored (int8 and the rotated codes calibrated
     on the rows a fit sees), its queries as `eval.queries` says, against the job's `OriginalSide` on every pair
     set and log its metrics, the study's three charts, the arrays the sweep's charts are drawn from, and
     (`log_model`) its map and stored form as an MLflow model. Returns the metrics."""
@@ -85,6 +84,6 @@ def log_candidate(
     run.log_array(fit.original, "similarities/fit_original.npy")
     if log_model:
         with quiet_dependencies(verbose=hydra_verbose()):
-            prefix_dims = () if candidate.precision in CODE_BITS else candidate.prefix_dims  # see `prefix`
+            prefix_dims = () if candidate.precision in ROTATED else candidate.prefix_dims  # see `prefix`
             run.log_model(candidate.net, stored, datamodule.vectors[:8], prefix_dims)
     return scores.metrics
