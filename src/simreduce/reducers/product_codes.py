@@ -25,6 +25,7 @@ KMEANS_ITERATIONS = 20
 OPQ_ITERATIONS = 10  # rotation steps, each warm-starting the centroids for OPQ_KMEANS_ITERATIONS
 OPQ_KMEANS_ITERATIONS = 4
 FIT_ROWS = 20_000  # training rows the fit sees at most (a seeded sample): ~80 a centroid
+SCORE_BLOCK = 2**24  # [sub-spaces, rows, centroids] scores computed at once while fitting (64 MB of float32)
 
 
 def sub_vectors(rotated: torch.Tensor, width: int) -> torch.Tensor:
@@ -39,17 +40,30 @@ def nearest(parts: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     return torch.stack([(parts[:, m] @ codebooks[m].T - halved[m]).argmax(dim=1) for m in range(len(codebooks))], 1)
 
 
+def assign(parts: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """`nearest` for fitting: every sub-space in one batched product, over blocks of rows whose [M, rows,
+    CENTROIDS] scores hold at most SCORE_BLOCK values (the served `nearest` loops over sub-spaces instead, which
+    `torch.export` keeps whatever the batch size)."""
+    halved = (codebooks**2).sum(dim=-1)[:, None, :] / 2
+    block = max(1, SCORE_BLOCK // (len(codebooks) * CENTROIDS))
+    found = []
+    for start in range(0, len(parts), block):
+        scores = torch.baddbmm(-halved, parts[start : start + block].transpose(0, 1), codebooks.transpose(1, 2))
+        found.append(scores.argmax(dim=2).T)
+    return torch.cat(found)
+
+
 def kmeans(parts: torch.Tensor, codebooks: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Lloyd iterations of each sub-space's centroids [M, CENTROIDS, width] on [n, M, width] sub-vectors; an empty
-    centroid stays where it is."""
+    """Lloyd iterations of each sub-space's centroids [M, CENTROIDS, width] on [n, M, width] sub-vectors, every
+    sub-space at once; an empty centroid stays where it is."""
+    n_spaces, _, width = codebooks.shape
+    offsets = torch.arange(n_spaces) * CENTROIDS  # sub-space m's centroids are rows m * CENTROIDS onwards
     for _ in range(iterations):
-        codes = nearest(parts, codebooks)
-        updated = []
-        for m in range(len(codebooks)):
-            sums = torch.zeros_like(codebooks[m]).index_add_(0, codes[:, m], parts[:, m])
-            counts = torch.bincount(codes[:, m], minlength=CENTROIDS)[:, None]
-            updated.append(torch.where(counts > 0, sums / counts.clamp(min=1), codebooks[m]))
-        codebooks = torch.stack(updated)
+        cells = (assign(parts, codebooks) + offsets).flatten()
+        sums = torch.zeros(n_spaces * CENTROIDS, width).index_add_(0, cells, parts.reshape(-1, width))
+        counts = torch.bincount(cells, minlength=n_spaces * CENTROIDS)[:, None]
+        means = (sums / counts.clamp(min=1)).view_as(codebooks)
+        codebooks = torch.where(counts.view(n_spaces, CENTROIDS, 1) > 0, means, codebooks)
     return codebooks
 
 
@@ -70,7 +84,7 @@ def fit_product_codes(unit: np.ndarray, width: int, seed: int = 0) -> tuple[np.n
     start = generator.choice(len(rows), CENTROIDS, replace=len(rows) < CENTROIDS)
     codebooks = kmeans(parts, parts[torch.from_numpy(start)].transpose(0, 1).contiguous(), KMEANS_ITERATIONS)
     for _ in range(OPQ_ITERATIONS):
-        quantised = decoded_parts(nearest(parts, codebooks), codebooks).flatten(1)[:, : rows.shape[1]]
+        quantised = decoded_parts(assign(parts, codebooks), codebooks).flatten(1)[:, : rows.shape[1]]
         u, _, vt = torch.linalg.svd(rows.T @ quantised)
         rotation = u @ vt
         parts = sub_vectors(rows @ rotation, width)
