@@ -20,7 +20,8 @@ STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "
 
 
 def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file, monkeypatch):
-    default = f"eval.precisions=[{','.join(compose_config([]).eval.precisions)}]"  # float32, int8, int4, int2, int1, pq2, pq1
+    # The default: float32, int8, int4, int2, int1, pq2, pq1.
+    default = f"eval.precisions=[{','.join(compose_config([]).eval.precisions)}]"
     overrides = [*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true", default]
     maps_applied = []
     monkeypatch.setattr(job, "apply_net", lambda net, vectors: maps_applied.append(net) or apply_net(net, vectors))
