@@ -186,22 +186,24 @@ def test_every_vector_format_compresses_to_row_numbered_parquet(model, tmp_path,
     )
 
 
-@pytest.mark.parametrize("precision", ["int8", "binary", "float16"])
+@pytest.mark.parametrize("precision", ["int8", "int4", "int2", "int1", "pq2", "pq1", "binary", "float16"])
 def test_a_model_stored_below_float32_writes_what_it_stores(project, tmp_path, capsys, precision):
-    """int8 codes (its constants in the weights file), packed sign bits, or float16, in .npy and in parquet."""
+    """int8 codes (its constants in the weights file), packed b-bit or product codes (their rotation and levels
+    or centroids there), packed sign bits, or float16, in .npy and in parquet."""
     folder = tmp_path / "model"
     net = write_model_folder(folder, tmp_path / "loader-ran", True, in_dim=D, dim=12, precision=precision)
     tensors = load_file(str(folder / WEIGHTS_PATH))
     constants = {name.removeprefix(STORED_PREFIX): t for name, t in tensors.items() if name.startswith(STORED_PREFIX)}
     expected = StoredPrecision(precision, **constants).encode(reduced_by(net, good_rows()))
-    assert expected.dtype == {"int8": np.int8, "binary": np.uint8, "float16": np.float16}[precision]
+    assert expected.dtype == {"int8": np.int8, "float16": np.float16}.get(precision, np.uint8)
     np.save(tmp_path / "x.npy", good_rows())
 
     compress(folder, tmp_path / "x.npy", tmp_path / "y.npy")
     assert f"wrote 5 x 12 vectors as {precision} to" in capsys.readouterr().out
     written = np.load(tmp_path / "y.npy")
     assert written.dtype == expected.dtype and np.array_equal(written, expected)
-    assert written.shape == ((5, 2) if precision == "binary" else (5, 12))
+    bits = {"binary": 1, "int1": 1, "int2": 2, "int4": 4, "pq2": 2, "pq1": 1}.get(precision)
+    assert written.shape == ((5, -(-12 * bits // 8)) if bits else (5, 12))
 
     compress(folder, tmp_path / "x.npy", tmp_path / "y.parquet")
     out = pq.read_table(tmp_path / "y.parquet")

@@ -20,14 +20,17 @@ STATS = ["diff_mean", "diff_var", "diff_std", "rmse", "mae", "max_abs", "p01", "
 
 
 def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words_file, monkeypatch):
-    default = f"eval.precisions=[{','.join(compose_config([]).eval.precisions)}]"  # float32, int8
+    # The default: float32, int8, int4, int2, int1, pq2, pq1.
+    default = f"eval.precisions=[{','.join(compose_config([]).eval.precisions)}]"
     overrides = [*tiny_overrides(tiny_llama, words_file), "encoder.dim=8", "tracking.log_model=true", default]
     maps_applied = []
     monkeypatch.setattr(job, "apply_net", lambda net, vectors: maps_applied.append(net) or apply_net(net, vectors))
     score = run_job(compose_config(overrides))
-    assert len(maps_applied) == 1  # the float32 and int8 candidates share their map's output
+    assert len(maps_applied) == 1  # every stored form's candidate shares its map's output
     runs = store_runs(project)
-    assert list(runs["tags.mlflow.runName"]) == ["cosine-d0008", "cosine-d0008-int8"]
+    forms = ["int8", "int4", "int2", "int1", "pq2", "pq1"]
+    assert list(runs["tags.mlflow.runName"]) == ["cosine-d0008", *(f"cosine-d0008-{form}" for form in forms)]
+    assert list(runs["metrics.bytes_per_vector"]) == [32, 8, 4, 2, 1, 2, 1] and (runs["tags.queries"] == "float").all()
     run, int8 = runs.iloc[0], runs.iloc[1]
     assert run.status == "FINISHED"
     assert run["tags.mlflow.runName"] == "cosine-d0008"
@@ -45,7 +48,7 @@ def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words
     history = mlflow.MlflowClient().get_metric_history(run.run_id, "train/loss")
     assert len(history) >= 2
     logged = mlflow.search_logged_models(experiment_ids=[run.experiment_id], output_format="list")
-    assert sorted(m.source_run_id for m in logged) == sorted([run.run_id, int8.run_id])  # a model per candidate
+    assert sorted(m.source_run_id for m in logged) == sorted(runs.run_id)  # a model per candidate
     for model in logged:
         model_files = {p.name for p in Path(model.artifact_location).rglob("*") if p.is_file()}
         assert {"model.pt2", "weights.safetensors"} <= model_files  # torch.export for MLflow, tensors for compress

@@ -29,7 +29,7 @@ def test_every_reducer_is_rebuilt_from_its_spec_and_tensors(tmp_path, name, over
     assert torch.equal(apply_net(rebuilt, x), apply_net(candidate.net, x)) and stored.name == "float32"
 
 
-@pytest.mark.parametrize("precision", ["float16", "int8", "binary"])
+@pytest.mark.parametrize("precision", ["float16", "int8", "int4", "int2", "int1", "pq2", "binary"])
 def test_the_stored_precision_and_its_constants_travel_with_the_tensors(tmp_path, precision):
     x = low_rank_vectors()
     net = build("pca", x).net
@@ -48,10 +48,12 @@ def test_a_spec_says_float32_by_default_and_a_missing_or_unknown_precision_is_re
     without = {k: v for k, v in spec.items() if k != "precision"}
     with pytest.raises(SimreduceError, match="model 'm' stores its vectors as None"):
         rebuild(without, tmp_path / "w.safetensors", "m")
-    with pytest.raises(SimreduceError, match="model 'm' stores its vectors as 'int4'"):
-        rebuild({**spec, "precision": "int4"}, tmp_path / "w.safetensors", "m")
+    with pytest.raises(SimreduceError, match="model 'm' stores its vectors as 'int3'"):
+        rebuild({**spec, "precision": "int3"}, tmp_path / "w.safetensors", "m")
     with pytest.raises(SimreduceError, match="weights that do not match its layer spec"):
         rebuild({**spec, "precision": "int8"}, tmp_path / "w.safetensors", "m")  # no calibration constants
+    with pytest.raises(SimreduceError, match="weights that do not match its layer spec"):
+        rebuild({**spec, "precision": "int4"}, tmp_path / "w.safetensors", "m")  # no rotation, no levels
 
 
 def test_a_map_that_is_not_a_build_mlp_stack_has_no_spec():

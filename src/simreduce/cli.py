@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         required=True,
         type=Path,
-        help="[N, dim] .npy of the model's precision ([N, ceil(dim/8)] uint8 for binary), or .parquet with columns "
-        "id (the --id-column or row numbers) and embedding",
+        help="[N, dim] .npy of the model's precision ([N, ceil(dim*b/8)] uint8 for binary and the b-bit codes, "
+        "int4..int1 and pq4..pq1), or .parquet with columns id (the --id-column or row numbers) and embedding",
     )
     compress.add_argument(
         "--dim",

@@ -64,8 +64,8 @@ def compress_file(
 ) -> Written:
     """Reduce the vectors of `spec` (or its words or texts, embedded) with `model_uri` (cut to its prefix `dim`
     when given: a nested model's) into `output_path` (`.npy`, or `.parquet` with columns `id` and `embedding`),
-    as the model stores them: [N, dim] float32, float16 or int8 codes, or [N, ceil(dim/8)] uint8 packed sign
-    bits."""
+    as the model stores them: [N, dim] float32, float16 or int8 codes, or [N, ceil(dim * b / 8)] uint8 (packed
+    sign bits, b-bit or product codes; their rotation and levels or centroids are in the model's weights file)."""
     check_paths(spec.path, output_path)
     from simreduce.experiment.tracking import TrackingStore
     from simreduce.experiment.tracking.registry import load_reducer

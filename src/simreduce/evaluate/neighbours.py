@@ -53,32 +53,46 @@ def retrieval_recall(
     ks: list[int],
     max_block: int = 2**24,
     truth: torch.Tensor | None = None,
+    query_vectors: torch.Tensor | None = None,
 ) -> dict[int, float]:
     """The search yardstick: each query row of `queries` searches all other rows of the corpus; recall@k is
     the share of its true top k (by cosine of `original` [N, D]; `truth`, when `true_neighbours` found them
     already) that the `reduced` [N, dim] rows also rank in their top k, averaged over the queries. Exact; the
     corpus is read in blocks of rows whose [queries, block] similarities hold at most `max_block` entries, so
-    neither an N x N matrix nor a normalised copy of a (memory-mapped) `original` is ever made."""
+    neither an N x N matrix nor a normalised copy of a (memory-mapped) `original` is ever made.
+
+    `query_vectors`: [N, dim] rows a query searches with instead of its own `reduced` row (float queries: the
+    query reduced but not stored, against the stored corpus)."""
     k_max = max(ks)
     if len(original) - 1 < k_max:
         return {}
     if truth is None:
         truth = true_neighbours(original, queries, k_max, max_block)
-    retrieved = true_neighbours(reduced, queries, k_max, max_block)
+    retrieved = true_neighbours(reduced, queries, k_max, max_block, query_vectors)
     hits = {k: (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k for k in ks}
     return {k: hits[k] / len(queries) for k in ks}
 
 
-def true_neighbours(vectors: torch.Tensor, queries: torch.Tensor, k: int, max_block: int = 2**24) -> torch.Tensor:
+def true_neighbours(
+    vectors: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    max_block: int = 2**24,
+    query_vectors: torch.Tensor | None = None,
+) -> torch.Tensor:
     """[Q, k] indices of each query row's k most cosine-similar other rows of [N, w] `vectors`, best first,
-    reading blocks of rows whose [Q, block] similarities hold at most `max_block` entries."""
-    return _top_k(vectors, queries, k, max(k + 1, max_block // len(queries)))
+    reading blocks of rows whose [Q, block] similarities hold at most `max_block` entries; a query searches with
+    its row of `query_vectors` ([N, w], default `vectors`)."""
+    searched = vectors if query_vectors is None else query_vectors
+    return _top_k(vectors, searched[queries], queries, k, max(k + 1, max_block // len(queries)))
 
 
-def _top_k(vectors: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int) -> torch.Tensor:
-    """[Q, k] indices of each query row's k most cosine-similar other rows of `vectors`, best first: the running
-    top k is merged with each block's."""
-    unit_queries = F.normalize(vectors[queries].float(), dim=1, eps=EPS)
+def _top_k(
+    vectors: torch.Tensor, query_rows: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int
+) -> torch.Tensor:
+    """[Q, k] indices of the k rows of `vectors` most cosine-similar to each of the [Q, w] `query_rows` (the
+    rows `queries` excluded from their own results), best first: the running top k is merged with each block's."""
+    unit_queries = F.normalize(query_rows.float(), dim=1, eps=EPS)
     best_sims = torch.full((len(queries), 0), -torch.inf)
     best_rows = torch.empty((len(queries), 0), dtype=torch.long)
     for start in range(0, len(vectors), block_rows):

@@ -53,20 +53,26 @@ def _in_set(name: str, is_train_i: torch.Tensor, is_train_j: torch.Tensor) -> to
     return both_train if name == "fit" else ~both_train
 
 
-def _exact_side(unit: torch.Tensor, is_train: torch.Tensor, name: str, block_rows: int) -> np.ndarray:
-    """The cosines of every pair i < j of the set `name` among [N, w] L2-normalised rows, a block of rows at a time."""
+def _exact_side(
+    unit: torch.Tensor, unit_queries: torch.Tensor, is_train: torch.Tensor, name: str, block_rows: int
+) -> np.ndarray:
+    """The cosines of every pair i < j of the set `name`, row i of [N, w] L2-normalised `unit_queries` against row
+    j of `unit` (the same tensor but for float queries), a block of rows at a time."""
     n = unit.shape[0]
     cols = torch.arange(n)
     found = []
     for start in range(0, n, block_rows):
         rows = torch.arange(start, min(start + block_rows, n))
         mask = (cols[None, :] > rows[:, None]) & _in_set(name, is_train[rows][:, None], is_train[None, :])
-        found.append((unit[rows] @ unit.T)[mask].float())
+        found.append((unit_queries[rows] @ unit.T)[mask].float())
     return torch.cat(found).numpy()
 
 
-def _sampled_side(vectors: torch.Tensor, is_train: torch.Tensor, name: str, n_pairs: int, seed: int) -> np.ndarray:
-    """The cosines of `n_pairs` seeded pairs of the set `name` among [N, w] rows, drawn a block at a time: two
+def _sampled_side(
+    vectors: torch.Tensor, queries: torch.Tensor, is_train: torch.Tensor, name: str, n_pairs: int, seed: int
+) -> np.ndarray:
+    """The cosines of `n_pairs` seeded pairs (i, j) of the set `name`, row i of [N, w] `queries` (`vectors` but
+    for float queries) against row j of `vectors`, drawn a block at a time: two
     sets of SAMPLE_BLOCK rows drawn uniformly, and every pair between them that is in the set (i != j). The
     same seed draws the same pairs whatever the rows, so each side of a comparison is computed on its own.
 
@@ -82,7 +88,7 @@ def _sampled_side(vectors: torch.Tensor, is_train: torch.Tensor, name: str, n_pa
         j = torch.randint(n, (SAMPLE_BLOCK,), generator=generator)
         keep = (i[:, None] != j[None, :]) & _in_set(name, is_train[i][:, None], is_train[j][None, :])
         keep &= keep.flatten().cumsum(0).view_as(keep) <= n_pairs - count  # the last block only tops up
-        rows_i, rows_j = (F.normalize(vectors[rows].double(), dim=1, eps=EPS) for rows in (i, j))
+        rows_i, rows_j = (F.normalize(x[rows].double(), dim=1, eps=EPS) for x, rows in ((queries, i), (vectors, j)))
         found.append((rows_i @ rows_j.T)[keep].float())
         count += int(keep.sum())
     return torch.cat(found).numpy()
@@ -125,14 +131,20 @@ def side_similarities(
     n_sampled_pairs: int = 1_000_000,
     seed: int = 0,
     block_rows: int = 256,
+    queries: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """[N, w] vectors -> the cosines of the `fit` and `heldout` pairs (sets without pairs left out): every pair
     up to `max_exact_n` rows, a seeded sample above, the same pairs for any vectors of N rows. One side of
-    `pair_similarities`, so a job computes the original side once for all its candidates."""
+    `pair_similarities`, so a job computes the original side once for all its candidates.
+
+    `queries`: [N, w] rows that take the first place i of each pair i < j instead of `vectors`' own (float
+    queries: a search compares the query as reduced, not stored, with each stored vector), default `vectors`."""
     n = vectors.shape[0]
     exact = n <= max_exact_n
+    queries = vectors if queries is None else queries
     if exact:
         unit = F.normalize(vectors.double(), dim=1, eps=EPS)
+        unit_queries = unit if queries is vectors else F.normalize(queries.double(), dim=1, eps=EPS)
     is_train = torch.zeros(n, dtype=torch.bool)
     is_train[train_idx] = True
     n_train = int(is_train.sum())
@@ -141,9 +153,9 @@ def side_similarities(
         "heldout": n * (n - 1) // 2 - n_train * (n_train - 1) // 2,
     }
     return {
-        name: _exact_side(unit, is_train, name, block_rows)
+        name: _exact_side(unit, unit_queries, is_train, name, block_rows)
         if exact
-        else _sampled_side(vectors, is_train, name, min(n_sampled_pairs, n_pairs[name]), seed)
+        else _sampled_side(vectors, queries, is_train, name, min(n_sampled_pairs, n_pairs[name]), seed)
         for name in PAIR_SETS
         if n_pairs[name] > 0
     }

@@ -102,6 +102,13 @@ def candidate_label(kind: str, dim: int, precision: str) -> str:
     return label if precision == "float32" else f"{label} {precision}"
 
 
+def modes(table: pd.DataFrame) -> str:
+    """How a selection table's runs compared queries with stored vectors, for a chart's title: `float queries`
+    (reduced, not stored) or `stored queries`."""
+    found = sorted(set(table.queries)) if "queries" in table else ["stored"]
+    return f"{' and '.join(found)} queries"
+
+
 def candidate_lines(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
     """A selection table's rows grouped into one chart line per reducer and storage precision: (label, rows);
     a reference's label says it is one (it cannot win)."""
@@ -145,7 +152,9 @@ def metrics_vs_dim(table: pd.DataFrame) -> Figure:
         ax.set(title=title, xlabel="dim")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize="small")
-    fig.suptitle(f"Metrics against dim ({', '.join(sorted(set(data.pairs)))} pairs; bound on training words)")
+    fig.suptitle(
+        f"Metrics against dim ({', '.join(sorted(set(data.pairs)))} pairs, {modes(data)}; bound on training words)"
+    )
     return fig
 
 
@@ -187,5 +196,7 @@ def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
         ax.set(xlabel="bytes per vector", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(f"What each size costs and keeps ({', '.join(sorted(set(table.pairs)))} pairs and queries)")
+    fig.suptitle(
+        f"What each size costs and keeps ({', '.join(sorted(set(table.pairs)))} pairs and queries; {modes(table)})"
+    )
     return fig

@@ -27,12 +27,16 @@ from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
 
 INPUT_BYTES = 4  # an input value, float32: what `compression_ratio` compares a stored vector with
+QUERY_MODES = ("float", "stored")
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Config group `eval`: how many rows are scored exactly, on how many rows neighbours are compared, and at
-    which storage precisions each trained reducer is scored (float32 always: it is the training run's own)."""
+    """Config group `eval`: how many rows are scored exactly, on how many rows neighbours are compared, at
+    which storage precisions each trained reducer is scored (float32 always: it is the training run's own), and
+    how a query meets the stored vectors (`queries`): `float`, reduced but not stored, against each stored
+    vector decoded (what faiss's SQ and PQ indexes, Qdrant's and Milvus' quantized collections do), or
+    `stored`, both sides stored (a store that keeps one type: pgvector's `bit` with Hamming distance)."""
 
     max_exact_n: int = 8192
     n_sampled_pairs: int = 1_000_000
@@ -40,6 +44,7 @@ class EvalSettings:
     recall_k: Sequence[int] = (10,)
     max_queries: int = 1000
     precisions: Sequence[str] = ("float32", "int8")
+    queries: str = "float"
     seed: int = 0
 
     def __post_init__(self):
@@ -53,6 +58,8 @@ class EvalSettings:
         if not self.recall_k or not all(is_positive_int(k) for k in self.recall_k):
             raise SimreduceError(f"eval.recall_k={list(self.recall_k)} must list positive integers, e.g. [10].")
         check_precisions(self.precisions)
+        if self.queries not in QUERY_MODES:
+            raise SimreduceError(f"eval.queries={self.queries!r} must be one of {', '.join(QUERY_MODES)}.")
 
     @property
     def candidate_precisions(self) -> list[str]:
@@ -93,13 +100,15 @@ class OriginalSide:
     def pairs(self) -> dict[str, np.ndarray]:
         return self._side(self.vectors)
 
-    def paired_with(self, reduced: torch.Tensor) -> dict[str, PairSimilarities]:
-        """The same pairs' cosines among the [N, dim] `reduced` rows, beside the original ones."""
-        return pair_sets(self.pairs, self._side(reduced), sampled=len(self.vectors) > self.settings.max_exact_n)
+    def paired_with(self, stored: torch.Tensor, queries: torch.Tensor | None = None) -> dict[str, PairSimilarities]:
+        """The same pairs' cosines among the [N, dim] `stored` rows (pair i < j: row i of `queries` against row
+        j of `stored` when given, see `side_similarities`), beside the original ones."""
+        sampled = len(self.vectors) > self.settings.max_exact_n
+        return pair_sets(self.pairs, self._side(stored, queries), sampled=sampled)
 
-    def _side(self, vectors: torch.Tensor) -> dict[str, np.ndarray]:
+    def _side(self, vectors: torch.Tensor, queries: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         s = self.settings
-        return side_similarities(vectors, self.train_idx, s.max_exact_n, s.n_sampled_pairs, s.seed)
+        return side_similarities(vectors, self.train_idx, s.max_exact_n, s.n_sampled_pairs, s.seed, queries=queries)
 
     @cached_property
     def pair_ranks(self) -> dict[str, np.ndarray]:
@@ -152,12 +161,20 @@ class OriginalSide:
         return figures
 
 
-def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_vector: int) -> Scores:
+def score_reduction(
+    original: OriginalSide, reduced: torch.Tensor, *, bytes_per_vector: int, unstored: torch.Tensor | None = None
+) -> Scores:
     """The [N, dim] reduction of `original`'s vectors (as stored: see `precision.StoredPrecision.comparable`),
-    stored in `bytes_per_vector` -> the candidate's metrics, and the pairs they came from."""
+    stored in `bytes_per_vector` -> the candidate's metrics, and the pairs they came from.
+
+    With `eval.queries=float`, `unstored` ([N, dim], the vectors before they were stored) is the query side:
+    recall@k's queries search the stored corpus with it, and a pair i < j is row i of it against stored row j
+    (the similarity a search reports when i is the query). Neighbour metrics within a word set (knn recall,
+    trustworthiness) are of the stored rows among themselves in either mode: they describe the stored set."""
     settings, vectors = original.settings, original.vectors
     dim = reduced.shape[1]
-    pairs = original.paired_with(reduced)
+    queries = unstored if settings.queries == "float" else None
+    pairs = original.paired_with(reduced, queries)
     metrics = {f"{name}/{k}": v for name, p in pairs.items() for k, v in difference_stats(p.diff).items()}
     metrics |= {f"{name}/n_pairs": len(p) for name, p in pairs.items()}
     metrics |= {f"{name}/spearman": similarity_spearman(p, original.pair_ranks[name]) for name, p in pairs.items()}
@@ -165,9 +182,11 @@ def score_reduction(original: OriginalSide, reduced: torch.Tensor, *, bytes_per_
         if found := neighbour_metrics(vectors[subset], reduced[subset]):
             metrics |= {f"{name}/{k}": v for k, v in found.items()} | {f"{name}/n_neighbour_rows": len(subset)}
     for name, truth in original.search_truths.items():
-        queries = original.queries[name]
-        recalls = retrieval_recall(vectors, reduced, queries, list(settings.recall_k), truth=truth)
-        metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(queries)}
+        query_rows = original.queries[name]
+        recalls = retrieval_recall(
+            vectors, reduced, query_rows, list(settings.recall_k), truth=truth, query_vectors=queries
+        )
+        metrics |= {f"{name}/recall_at_{k}": v for k, v in recalls.items()} | {f"{name}/n_queries": len(query_rows)}
     metrics |= {
         "compression_ratio": vectors.shape[1] * INPUT_BYTES / bytes_per_vector,
         "bytes_per_vector": bytes_per_vector,

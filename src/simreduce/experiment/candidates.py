@@ -13,7 +13,7 @@ from simreduce.experiment.notes import hydra_verbose
 from simreduce.experiment.tracking.runs import JobRun, git_commit, process_tags
 from simreduce.experiment.tracking.sweeps import JOB_RUN_TAG
 from simreduce.reducers.base import Candidate, Reducer
-from simreduce.reducers.precision import StoredPrecision
+from simreduce.reducers.precision import ROTATED, StoredPrecision
 from simreduce.runtime.signals import raise_if_stop_requested
 from simreduce.vectors.data import VectorDataModule
 
@@ -36,6 +36,7 @@ def job_tags(cfg: DictConfig, datamodule: VectorDataModule, reducer: Reducer, sw
         # At or above the rank of the training set a reducer can reach zero fit loss trivially.
         "degenerate": str(reducer.dim >= len(datamodule.train_idx)).lower(),
         "reference": str(reducer.reference).lower(),
+        "queries": cfg.eval.queries,  # how recall@k and the pairs compared a query with the stored vectors
         **process_tags(),
     }
 
@@ -62,13 +63,16 @@ def log_candidate(
     original: OriginalSide,
     log_model: bool,
 ) -> dict:
-    """Score `candidate` (its map's output `reduced`) as it would be stored (int8 calibrated on the rows a fit
-    sees) against the job's `OriginalSide` on every pair set and log its metrics, the study's three charts, the
-    arrays the sweep's charts are drawn from, and (`log_model`) its map and stored form as an MLflow model.
-    Returns the metrics."""
+    """Score `candidate` (its map's output `reduced`) as it would be stored (int8 and the rotated codes calibrated
+    on the rows a fit sees), its queries as `eval.queries` says, against the job's `OriginalSide` on every pair
+    set and log its metrics, the study's three charts, the arrays the sweep's charts are drawn from, and
+    (`log_model`) its map and stored form as an MLflow model. Returns the metrics."""
     stored = StoredPrecision.calibrated(candidate.precision, reduced, datamodule.fit_idx)
     bytes_per_vector = candidate.code_bytes or stored.bytes_per_vector(candidate.dim)
-    scores = score_reduction(original, stored.comparable(reduced), bytes_per_vector=bytes_per_vector)
+    # A float query is reduced but not stored; a code's (pq's) decodes to the input space: there it is the input.
+    unstored = datamodule.vectors if candidate.code_bytes else reduced
+    compared = stored.comparable(reduced)
+    scores = score_reduction(original, compared, bytes_per_vector=bytes_per_vector, unstored=unstored)
     raise_if_stop_requested()
     run.log_metrics(scores.metrics)
     fit = scores.pairs["fit"]
@@ -80,5 +84,6 @@ def log_candidate(
     run.log_array(fit.original, "similarities/fit_original.npy")
     if log_model:
         with quiet_dependencies(verbose=hydra_verbose()):
-            run.log_model(candidate.net, stored, datamodule.vectors[:8], candidate.prefix_dims)
+            prefix_dims = () if candidate.precision in ROTATED else candidate.prefix_dims  # see `prefix`
+            run.log_model(candidate.net, stored, datamodule.vectors[:8], prefix_dims)
     return scores.metrics

@@ -15,6 +15,7 @@ TABLE_COLUMNS = [
     "dim",
     "precision",
     "bytes",
+    "queries",
     "pairs",
     "diff_mean",
     "diff_var",
@@ -33,10 +34,10 @@ def _metric(runs: pd.DataFrame, name: str) -> pd.Series:
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with columns `run_id, run_name, encoder, dim, precision, degenerate, reference` and metrics under
-    their logged names (`heldout/rmse`, `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, `compression_ratio`,
-    ...) -> the unranked table, each row on its scored pairs; `undefined` marks a row whose score or Spearman
-    is NaN, which can never win."""
+    """Runs with columns `run_id, run_name, encoder, dim, precision, queries, degenerate, reference` (`queries`:
+    how recall@k and the pairs met the stored vectors) and metrics under their logged names (`heldout/rmse`,
+    `fit/diff_mean`, `bound_ey`, `bytes_per_vector`, `compression_ratio`, ...) -> the unranked table, each row on
+    its scored pairs; `undefined` marks a row whose score or Spearman is NaN, which can never win."""
     scored = np.where(_metric(runs, "heldout/rmse").notna(), "heldout", "fit")
     stored_bytes = runs["bytes_per_vector"].astype(float)
 
@@ -55,6 +56,7 @@ def run_table(runs: pd.DataFrame) -> pd.DataFrame:
             "dim": runs["dim"].astype(int),
             "precision": runs["precision"],
             "bytes": stored_bytes.astype(int),
+            "queries": runs["queries"],
             "pairs": scored,
             "diff_mean": on_scored_pairs("diff_mean"),
             "diff_var": on_scored_pairs("diff_var"),

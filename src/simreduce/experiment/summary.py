@@ -141,6 +141,7 @@ def summarise_experiment(
         "encoder": winner.encoder,
         "dim": str(winner.dim),
         "precision": winner.precision,
+        "queries": winner_row.queries,  # the query mode its score was measured in
         "data_id": winner_row.data_id,
         "score": repr(float(winner.score)),
     } | target_tags

@@ -1,7 +1,8 @@
 """A reducer's map as plain data: a layer spec (JSON) and its tensors (safetensors), with the precision its
-vectors are stored at and that precision's calibration constants (int8's `starts` and `steps`). `simreduce
-compress` rebuilds the map and the stored form from these numbers alone, so serving a logged reducer never
-runs code, unpickles, or imports the graph machinery of `torch.export`."""
+vectors are stored at and that precision's calibration constants (int8's `starts` and `steps`, a b-bit code's
+`rotation` and `levels`, a product code's `rotation` and `codebooks`). `simreduce compress` rebuilds the map
+and the stored form from these numbers alone, so serving a logged reducer never runs code, unpickles, or
+imports the graph machinery of `torch.export`."""
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,9 +73,9 @@ def rebuild(spec: Mapping, weights_path: Path, source: str) -> tuple[nn.Sequenti
         constants = {n.removeprefix(STORED_PREFIX): tensors.pop(n).numpy() for n in stored_names}
         net = net.to_empty(device="cpu")  # filled whole by the file's tensors, each checked above
         net.load_state_dict(tensors, strict=True)
-        if any(c.shape != (net[-1].out_features,) for c in constants.values()):
-            raise ValueError(f"calibration constants of shapes {[c.shape for c in constants.values()]}, not [dim]")
         stored = StoredPrecision(precision, **constants)
+        if stored.dim not in (None, net[-1].out_features):
+            raise ValueError(f"calibration constants for {stored.dim} values, not {net[-1].out_features}")
     except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as e:
         raise SimreduceError(
             f"model {source!r} has weights that do not match its layer spec ({str(e).splitlines()[0]}): "

@@ -105,7 +105,8 @@ def alias_holder(store: TrackingStore, name: str) -> dict[str, str] | None:
 @dataclass(frozen=True)
 class LoggedReducer:
     """A reducer rebuilt from its logged layer spec and tensors: [N, in_dim] float32 -> [N, dim] as stored at
-    its precision (`stored`): float32, float16, int8 codes, or [N, ceil(dim/8)] uint8 packed sign bits."""
+    its precision (`stored`): float32, float16, int8 codes, or [N, ceil(dim * b / 8)] uint8 packed sign bits
+    (b = 1), b-bit codes or product codes."""
 
     net: nn.Module
     stored: StoredPrecision

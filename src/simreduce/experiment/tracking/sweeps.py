@@ -128,7 +128,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
     are left out, so a resumed sweep does not list them twice).
 
     One row per run: `run_id, run_name, start_time, experiment_id, sweep_id, embedder, source, data_name, data_id,
-    encoder, dim, precision, degenerate, reference`, and every metric under its logged name (`heldout/rmse`,
+    encoder, dim, precision, degenerate, reference, queries`, and every metric under its logged name (`heldout/rmse`,
     `bound_ey`, ...).
     """
     experiment_ids = [store.existing_experiment_id(experiment)] if experiment else store.all_experiment_ids()
@@ -163,6 +163,7 @@ def sweep_runs(store: TrackingStore, sweep_id: str | None = None, experiment: st
             "job_run": is_job_run(run),
             "degenerate": run.data.tags["degenerate"] == "true",
             "reference": run.data.tags["reference"] == "true",
+            "queries": run.data.tags["queries"],
             **run.data.metrics,
         }
         for run in runs
