@@ -151,7 +151,7 @@ def expect_one_line_before_any_run(project, overrides: list[str], capsys) -> str
         (["eval.max_exact_n=0", "eval.n_sampled_pairs=0"], "eval.max_exact_n=0 must be at least 1"),
         (["eval.recall_k=[0]"], "eval.recall_k=[0] must list positive integers"),
         (["eval.max_queries=0"], "eval.max_queries=0 must be at least 1"),
-        (["eval.precisions=[float32,int4]"], "eval.precisions names 'int4', which simreduce does not store: pick"),
+        (["eval.precisions=[float32,int3]"], "eval.precisions names 'int3', which simreduce does not store: pick"),
         (["select.target=high"], "select.target='high' must be a number"),
         (["select.register=sometimes"], "select.register='sometimes' is not one of"),
         (["select.metric=heldout/recal_at_10"], "select.metric='heldout/recal_at_10' is not a metric simreduce logs"),

@@ -26,6 +26,7 @@ def runs(*rows: tuple) -> pd.DataFrame:
                 "encoder": encoder,
                 "dim": dim,
                 "precision": "float32",
+                "queries": "float",
                 "degenerate": degenerate,
                 "reference": False,
                 "bytes_per_vector": 4 * dim,

@@ -20,6 +20,7 @@ RUN_TAGS = process_tags() | {
     "degenerate": "false",
     "reference": "false",
     "precision": "float32",
+    "queries": "float",
     "job_run": "true",
 }
 
