@@ -1,6 +1,9 @@
 """The tracking layer on a real (empty) store: ids typed by users never break a search filter."""
 
+import threading
+
 import pytest
+from filelock import FileLock
 from helpers.project import store_uri
 
 from simreduce.experiment.tracking import TrackingStore
@@ -91,3 +94,24 @@ def test_a_child_candidate_is_never_taken_for_its_job_and_a_killed_jobs_children
     assert failed_sweep_runs(store, "s") == {}
     found = sweep_runs(store, "s").set_index("run_id")
     assert found.precision.to_dict() == {redone: "float32", child: "int8"}
+
+
+def test_a_new_store_is_made_by_one_process_at_a_time(tmp_path):
+    uri = store_uri(tmp_path)
+    database = tmp_path / "mlruns" / "mlflow.db"
+    database.parent.mkdir()
+    made, errors = [], []
+
+    def create() -> None:
+        try:
+            made.append(TrackingStore.create(uri))
+        except Exception as e:  # the thread's error, for the assertion below
+            errors.append(e)
+
+    with FileLock(f"{database}.lock"):  # another sweep making the store
+        creator = threading.Thread(target=create)
+        creator.start()
+        creator.join(timeout=2)
+        assert creator.is_alive() and not database.exists()  # it waits, and touches no half-made schema
+    creator.join(timeout=300)
+    assert not errors and len(made) == 1 and made[0].all_experiment_ids() == ["0"]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -29,6 +30,7 @@ os.environ.setdefault("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cpu")
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 SQLITE = "sqlite:///"
+CREATION_WAIT_S = 300  # making a store takes seconds; a lock held longer is a hung process's
 UI_ADDRESS = "http://127.0.0.1:5000"  # where the README's `mlflow ui` line serves
 
 
@@ -75,9 +77,22 @@ class TrackingStore:
                     f"MLflow store folder {str(folder)!r} is not writable ({e.strerror}): "
                     "set tracking.uri=sqlite:///<a writable folder>/mlflow.db or SIMREDUCE_ROOT."
                 ) from e
-        with store.usable():
-            store.client.search_experiments(max_results=1)  # creates a new store's tables, reads an old one's
+        try:
+            with store.creation_lock(), store.usable():
+                store.client.search_experiments(max_results=1)  # creates a new store's tables, reads an old one's
+        except Timeout as e:
+            raise SimreduceError(
+                f"another process has held {e.lock_file} for {CREATION_WAIT_S} s while making the MLflow store {uri}: "
+                "let it finish, or delete the lock file if no simreduce process is running."
+            ) from None
         return store
+
+    def creation_lock(self) -> contextlib.AbstractContextManager:
+        """Held while a process makes or first reads a SQLite store: two sweeps started together on a new store
+        would otherwise both create its tables, and one would find the other's half-made schema unusable."""
+        if self.sqlite_file is None:
+            return contextlib.nullcontext()
+        return FileLock(f"{self.sqlite_file}.lock", timeout=CREATION_WAIT_S)
 
     @contextlib.contextmanager
     def usable(self) -> Iterator[None]:
