@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from simreduce.runtime.distributed import launch_time, world
@@ -56,6 +55,8 @@ def config_group(group: str, option: str = "default") -> DictConfig:
 
 def load_data(data_cfg: DictConfig) -> "VectorDataModule":
     """The configured data module (config group `data`), its vectors loaded and split."""
+    from hydra.utils import instantiate  # not at import: `simreduce --help` and select read this module too
+
     datamodule = instantiate(data_cfg)
     datamodule.setup("fit")
     return datamodule
