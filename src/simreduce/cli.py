@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a nested model's prefix to keep, e.g. 64 (default: all its outputs)",
     )
     compress.add_argument(
+        "--faiss-index",
+        type=Path,
+        help="also write a faiss index (.faiss) holding the output, searched with raw query vectors: the "
+        "reducer's map as its pre-transform, the stored form's tables as its quantizer (a linear reducer's)",
+    )
+    compress.add_argument(
         "--drop-bad-rows",
         action="store_true",
         help="leave rows that are NaN/inf or all zero out of the output (default: refuse such input)",
@@ -157,9 +163,13 @@ def main(argv: list[str] | None = None) -> None:
             from simreduce.vectors.vector_files import VectorFileSpec
 
             spec = VectorFileSpec(args.input, args.key, args.column, args.id_column)
-            written = compress_file(store_uri, args.model, spec, args.output, args.drop_bad_rows, args.dim)
+            written = compress_file(
+                store_uri, args.model, spec, args.output, args.drop_bad_rows, args.dim, args.faiss_index
+            )
             dropped = f" ({written.n_dropped} bad row(s) left out)" if written.n_dropped else ""
             print(f"wrote {written.n_rows} x {written.dim} vectors as {written.precision} to {args.output}{dropped}")
+            if args.faiss_index:
+                print(f"wrote a faiss index of them to {args.faiss_index}: faiss.read_index(path).search(queries, k)")
             return
         from simreduce.experiment.selection import make_target
         from simreduce.experiment.summary import (

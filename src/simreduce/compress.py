@@ -15,6 +15,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from simreduce.experiment.config import config_group
+from simreduce.reducers.faiss_index import add_codes, faiss_index
+from simreduce.reducers.product_quantizer import import_faiss
 from simreduce.runtime.atomic import atomic_path
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.input_files import check_is_file
@@ -61,12 +63,16 @@ def compress_file(
     output_path: Path,
     drop_bad_rows: bool = False,
     dim: int | None = None,
+    faiss_path: Path | None = None,
 ) -> Written:
     """Reduce the vectors of `spec` (or its words or texts, embedded) with `model_uri` (cut to its prefix `dim`
     when given: a nested model's) into `output_path` (`.npy`, or `.parquet` with columns `id` and `embedding`),
     as the model stores them: [N, dim] float32, float16 or int8 codes, or [N, ceil(dim * b / 8)] uint8 (packed
-    sign bits, b-bit or product codes; their rotation and levels or centroids are in the model's weights file)."""
+    sign bits, b-bit or product codes; their rotation and levels or centroids are in the model's weights file);
+    and with `faiss_path`, a faiss index holding them that searches by raw query vectors (`faiss_index`)."""
     check_paths(spec.path, output_path)
+    if faiss_path is not None:
+        check_index_path(faiss_path, output_path)
     from simreduce.experiment.tracking import TrackingStore
     from simreduce.experiment.tracking.registry import load_reducer
 
@@ -75,6 +81,7 @@ def compress_file(
     reducer = load_reducer(store, model_uri)
     if dim is not None:
         reducer = reducer.prefix(dim, model_uri)
+    index = None if faiss_path is None else faiss_index(reducer.net, reducer.stored, reducer.dim, model_uri)
     chunks = vector_chunks(spec) if holds_vectors(spec) else embedded_chunks(store, reducer.run_id, spec)
     n_rows, bad, named = check_rows(chunks, spec.path, reducer.in_dim, model_uri)
     if len(bad) and not drop_bad_rows:
@@ -85,7 +92,40 @@ def compress_file(
     with atomic_path(output_path) as tmp:
         write = write_parquet if output_path.suffix == ".parquet" else write_npy
         write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
+    if index is not None:
+        write_index(index, output_path, faiss_path, reducer.stored.name)
     return Written(n_rows - len(bad), reducer.dim, len(bad), reducer.stored.name)
+
+
+def check_index_path(faiss_path: Path, output_path: Path) -> None:
+    if faiss_path.is_dir() or faiss_path.suffix not in (".faiss", ".index"):
+        raise SimreduceError(
+            f"--faiss-index {str(faiss_path)!r} is not a .faiss or .index file path: pass e.g. corpus.faiss."
+        )
+    if faiss_path.resolve() == output_path.resolve():
+        raise SimreduceError(f"--faiss-index {str(faiss_path)!r} is the --output: name the index another file.")
+
+
+def write_index(index, output_path: Path, faiss_path: Path, precision: str) -> None:
+    """Add the codes just written to `output_path` to `index`, a chunk at a time, and write it atomically."""
+    for stored in stored_chunks(output_path):
+        add_codes(index, stored, precision)
+    faiss_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(faiss_path) as tmp:
+        import_faiss().write_index(index, str(tmp))
+
+
+def stored_chunks(output_path: Path) -> Iterator[np.ndarray]:
+    """What compress wrote to `output_path`, as [rows, width] arrays of the stored dtype, CHUNK_ROWS at a time."""
+    if output_path.suffix == ".npy":
+        stored = np.load(output_path, mmap_mode="r")
+        yield from (stored[i : i + CHUNK_ROWS] for i in range(0, len(stored), CHUNK_ROWS))
+        return
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(output_path).iter_batches(batch_size=CHUNK_ROWS, columns=["embedding"]):
+        column = batch.column(0)
+        yield column.values.to_numpy().reshape(len(column), column.type.list_size)
 
 
 def holds_vectors(spec: VectorFileSpec) -> bool:
