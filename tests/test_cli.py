@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers.project import (
     CHARTS,
+    CHILD_CHARTS,
     artifact_paths,
     compose_config,
     job_runs,
@@ -96,8 +97,8 @@ def test_sweep_select_compress_round_trip(project, tmp_path, monkeypatch, capsys
         assert child["tags.mlflow.parentRunId"] == job.run_id and job["tags.precision"] == "float32"
         assert (child["metrics.bytes_per_vector"], job["metrics.bytes_per_vector"]) == (dim, 4 * dim)
         assert child["metrics.compression_ratio"] == HIDDEN * 4 / dim and child.status == "FINISHED"
-    for run_id in candidates.run_id:
-        assert CHARTS <= artifact_paths(run_id)
+    for run_id, is_job in zip(candidates.run_id, candidates["tags.job_run"] == "true", strict=True):
+        assert (CHARTS if is_job else CHILD_CHARTS) <= artifact_paths(run_id)
     for metric in ("fit/spearman", "fit/knn_recall_at_10", "fit/trustworthiness_at_10", "bound_ey", "bytes_per_vector"):
         assert candidates[f"metrics.{metric}"].notna().all()
     assert (candidates["metrics.rmse_over_bound"] >= 1).all()  # the Eckart-Young floor is a floor

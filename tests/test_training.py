@@ -4,6 +4,7 @@ import mlflow
 import pytest
 from helpers.project import (
     CHARTS,
+    CHILD_CHARTS,
     artifact_paths,
     compose_config,
     store_runs,
@@ -62,7 +63,8 @@ def test_in_process_run_logs_metrics_charts_and_model(project, tiny_llama, words
     assert int8["metrics.compression_ratio"] == 32 * 4 / 8
     assert int8["metrics.heldout/rmse"] != run["metrics.heldout/rmse"]  # what is stored, not the float map
     assert int8["metrics.heldout/rmse"] == pytest.approx(run["metrics.heldout/rmse"], rel=0.2)
-    assert CHARTS | {"diffs/fit.npy", "config.yaml"} <= artifact_paths(int8.run_id)
+    assert CHILD_CHARTS | {"diffs/fit.npy", "config.yaml"} <= artifact_paths(int8.run_id)
+    assert not (CHARTS - CHILD_CHARTS) & artifact_paths(int8.run_id)  # one chart a child: the cost of many forms
     int8_model = next(m for m in logged if m.source_run_id == int8.run_id)
     assert Model.load(int8_model.artifact_location).metadata[SPEC_KEY]["precision"] == "int8"
 

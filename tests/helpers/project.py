@@ -16,6 +16,7 @@ from simreduce.experiment.config import CONFIG_DIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHARTS = {"plots/base_distributions.png", "plots/difference_distribution.png", "plots/base_and_difference.png"}
+CHILD_CHARTS = {"plots/base_and_difference.png"}  # a candidate beside its job's run: the stacked chart alone
 
 
 def tiny_overrides(model: Path, words: Path) -> list[str]:

@@ -74,11 +74,15 @@ def _difference_panel(ax: Axes, diffs: dict[str, Histogram]) -> None:
 
 
 def study_charts(
-    original: np.ndarray, original_label: str, reduced: dict[str, np.ndarray], diffs: dict[str, np.ndarray]
+    original: np.ndarray,
+    original_label: str,
+    reduced: dict[str, np.ndarray],
+    diffs: dict[str, np.ndarray],
+    stacked_only: bool = False,
 ) -> dict[str, Figure]:
     """The study's three charts under their artifact file names: the base distributions (original and
-    reduced similarities), the difference distributions, and both stacked. Differences share bins spanning
-    the widest of them."""
+    reduced similarities), the difference distributions, and both stacked; `stacked_only`: the last alone (what
+    a candidate beside its job's own run shows). Differences share bins spanning the widest of them."""
     widest = max(float(np.abs(d).max()) for d in diffs.values()) or 1e-3
     diff_edges = np.linspace(-widest, widest, BINS + 1)
     original_histogram = Histogram.of(original, SIMILARITY_EDGES)
@@ -86,13 +90,15 @@ def study_charts(
     diff_histograms = {label: Histogram.of(diff, diff_edges) for label, diff in diffs.items()}
 
     # Fixed margins: a layout engine measures every label in an extra draw, which doubles the cost per chart.
+    both, (top, bottom) = plt.subplots(2, 1, figsize=(9, 9), gridspec_kw=MARGINS | {"hspace": 0.25})
+    _base_panel(top, original_label, original_histogram, reduced_histograms)
+    _difference_panel(bottom, diff_histograms)
+    if stacked_only:
+        return {"base_and_difference.png": both}
     base, ax = plt.subplots(figsize=(9, 5), gridspec_kw=MARGINS)
     _base_panel(ax, original_label, original_histogram, reduced_histograms)
     difference, ax = plt.subplots(figsize=(9, 5), gridspec_kw=MARGINS)
     _difference_panel(ax, diff_histograms)
-    both, (top, bottom) = plt.subplots(2, 1, figsize=(9, 9), gridspec_kw=MARGINS | {"hspace": 0.25})
-    _base_panel(top, original_label, original_histogram, reduced_histograms)
-    _difference_panel(bottom, diff_histograms)
     return {"base_distributions.png": base, "difference_distribution.png": difference, "base_and_difference.png": both}
 
 

@@ -62,11 +62,13 @@ def log_candidate(
     datamodule: VectorDataModule,
     original: OriginalSide,
     log_model: bool,
+    child: bool = False,
 ) -> dict:
     """Score `candidate` (its map's output `reduced`) as it would be stored (int8 and the rotated codes calibrated
     on the rows a fit sees), its queries as `eval.queries` says, against the job's `OriginalSide` on every pair
-    set and log its metrics, the study's three charts, the arrays the sweep's charts are drawn from, and
-    (`log_model`) its map and stored form as an MLflow model. Returns the metrics."""
+    set and log its metrics, the study's three charts (a `child` of the job's run: the stacked one alone, what a
+    person compares candidates by; the job's run has all three), the arrays the sweep's charts are drawn from,
+    and (`log_model`) its map and stored form as an MLflow model. Returns the metrics."""
     stored = StoredPrecision.calibrated(candidate.precision, reduced, datamodule.fit_idx)
     bytes_per_vector = candidate.code_bytes or stored.bytes_per_vector(candidate.dim)
     # A float query is reduced but not stored; a code's (pq's) decodes to the input space: there it is the input.
@@ -78,7 +80,9 @@ def log_candidate(
     fit = scores.pairs["fit"]
     label = plots.candidate_label(candidate.kind, candidate.dim, candidate.stored_form)
     run.log_figures(
-        plots.study_charts(fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff})
+        plots.study_charts(
+            fit.original, f"original {datamodule.dim}", {label: fit.reduced}, {label: fit.diff}, stacked_only=child
+        )
     )
     run.log_array(fit.diff, "diffs/fit.npy")
     run.log_array(fit.original, "similarities/fit_original.npy")

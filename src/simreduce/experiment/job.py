@@ -106,7 +106,9 @@ def fit_and_log(cfg: DictConfig, datamodule: VectorDataModule) -> float:
             child_tags = tags | {"precision": candidate.stored_form} | CHILD_RUN
             with runs.job_run(store, experiment_id, candidate.run_name, child_tags, nested=True) as child:
                 log_setup(child, cfg, datamodule, candidate.dim)
-                child_metrics = log_candidate(child, candidate, reduce(candidate.net), datamodule, original, log_model)
+                child_metrics = log_candidate(
+                    child, candidate, reduce(candidate.net), datamodule, original, log_model, child=True
+                )
             label = candidate.run_name.removeprefix(f"{name}-").removeprefix(f"{reducer.kind}-")  # int8, d0016-int8
             scores.append(f"{label} score={run_score(child_metrics):.5f}")
 
