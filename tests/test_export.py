@@ -10,6 +10,7 @@ import mlflow.sentence_transformers
 import numpy as np
 import pytest
 import torch
+from helpers.models import write_model_folder
 from helpers.project import compose_config, run_python, tiny_overrides, use_store
 from helpers.tiny_model import WORDS
 from safetensors.numpy import load_file
@@ -194,6 +195,13 @@ def test_a_folder_that_holds_files_is_never_overwritten(project, capsys):
     err = user_error(capsys, ["export", "--model", "models:/any@winner", "--to", str(project / "taken")])
     assert "exists and is not an empty folder" in err
     assert (project / "taken" / "mine.txt").read_text() == "keep me"
+
+
+def test_a_model_without_a_run_has_no_embedder_to_export(project, tmp_path, capsys):
+    write_model_folder(tmp_path / "model", tmp_path / "loader-ran", simreduce_parts=True)
+    err = user_error(capsys, ["export", "--model", str(tmp_path / "model"), "--to", str(project / "out")])
+    assert "has no MLflow run to take its embedder from" in err
+    assert not (tmp_path / "loader-ran").exists() and not (project / "out").exists()
 
 
 def test_int8_ranges_give_sentence_transformers_our_steps_exactly():

@@ -17,11 +17,7 @@ are in `simreduce_stored.safetensors`. What compress stores is then
 - int4, int2, int1 and the product codes, whose rotation no sentence-transformers recipe has:
   `stored_codes(folder, encode(texts))` below, which serves every form.
 A nested winner's prefixes: `SentenceTransformer(folder, truncate_dim=64)` gives what `compress --dim 64` does
-(int8: the first 64 columns of `ranges`).
-
-A words winner becomes a text model too (its transformer and pooling, without any sentence-transformers module
-of its own), but a text's vector pools all its tokens, special ones included, where a word's pooled only its own:
-close to compress's, not equal.
+(int8: the first 64 columns of `ranges`). A words winner becomes a text model too (`WORDS_NOTE` says how it differs).
 """
 
 import json
@@ -95,7 +91,12 @@ def export_model(store_uri: str, model_uri: str, folder: Path, log: bool = True)
 
     store = TrackingStore.open(store_uri)
     reducer = load_reducer(store, model_uri)
-    source_kind = store.run_tags(reducer.run_id).get("source") if reducer.run_id else None
+    if reducer.run_id is None:
+        raise SimreduceError(
+            f"model {model_uri!r} has no MLflow run to take its embedder from: export a model simreduce train "
+            "logged, e.g. models:/simreduce-texts-corpus-minilm@winner."
+        )
+    source_kind = store.run_tags(reducer.run_id).get("source")
     if source_kind not in ("texts", "words"):
         raise SimreduceError(
             f"model {model_uri!r} reduces vectors from a file, with no embedder: it cannot be a text model. "
