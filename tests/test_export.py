@@ -194,6 +194,10 @@ def test_a_folder_that_holds_files_is_never_overwritten(project, capsys):
     (project / "taken" / "mine.txt").write_text("keep me")
     err = user_error(capsys, ["export", "--model", "models:/any@winner", "--to", str(project / "taken")])
     assert "exists and is not an empty folder" in err
+    err = user_error(capsys, ["select", "--export-to", str(project / "taken")])  # before anything is selected
+    assert err.endswith(
+        "--export-to " + repr(str(project / "taken")) + " exists and is not an empty folder: pass a new folder."
+    )
     assert (project / "taken" / "mine.txt").read_text() == "keep me"
 
 
