@@ -1,7 +1,8 @@
 """Make embedding vectors smaller while keeping their cosine similarities.
 
 `simreduce train` trains and logs reducers (a Hydra run or sweep), `select` picks a sweep's winner, `compress`
-applies a logged reducer to new vectors, and `floor` computes the loss no reducer of the cosine loss can beat.
+applies a logged reducer to new vectors, `export` writes one as a sentence-transformers model, and `floor`
+computes the loss no reducer of the cosine loss can beat.
 """
 
 import argparse
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="move the winner alias: auto (unless it holds a better model of the same data), always, never "
         "(default: %(default)s, select.register of simreduce train)",
     )
+    select.add_argument(
+        "--export-to",
+        type=Path,
+        default=select_defaults.export_to,
+        help="a new folder: the winner exported there as a sentence-transformers model, as simreduce export does "
+        "(default: %(default)s, select.export_to of simreduce train)",
+    )
 
     compress = commands.add_parser(
         "compress",
@@ -119,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-bad-rows",
         action="store_true",
         help="leave rows that are NaN/inf or all zero out of the output (default: refuse such input)",
+    )
+
+    export = commands.add_parser(
+        "export",
+        parents=[store],
+        help="write a logged reducer of texts or words as a sentence-transformers model folder",
+        description="Write the reducer's run's embedder followed by the reducer (standard sentence-transformers "
+        "modules, safetensors, no code of its own) as a model folder whose encode returns the reduced vectors, "
+        "and log it with MLflow's sentence_transformers flavour on the reducer's run. Its stored form's constants "
+        "travel in the folder (simreduce.json says how to get compress's codes).",
+    )
+    export.add_argument("--model", required=True, help="e.g. models:/simreduce-texts-notes-minilm@winner")
+    export.add_argument("--to", required=True, type=Path, help="the folder to write: new, or empty")
+    export.add_argument(
+        "--no-log", action="store_true", help="write the folder only, without logging it to the reducer's run"
     )
 
     floor = commands.add_parser(
@@ -171,12 +194,21 @@ def main(argv: list[str] | None = None) -> None:
             if args.faiss_index:
                 print(f"wrote a faiss index of them to {args.faiss_index}: faiss.read_index(path).search(queries, k)")
             return
+        if args.command == "export":
+            from simreduce.experiment.export import export_model
+
+            print(export_model(store_uri, args.model, args.to, log=not args.no_log).report())
+            return
         from simreduce.experiment.selection import make_target
         from simreduce.experiment.summary import (
             summarise_sweep,  # MLflow's import is deferred so that --help stays quick
         )
         from simreduce.experiment.tracking import TrackingStore
 
+        if args.export_to:
+            from simreduce.experiment.export import check_folder
+
+            check_folder(args.export_to, "--export-to")
         with stop_signals_deferred():  # a stop ends the summary run KILLED, registering nothing
             target = make_target(args.metric, args.target)
             summaries = summarise_sweep(
@@ -189,6 +221,11 @@ def main(argv: list[str] | None = None) -> None:
             )
         for result in summaries:
             print(result.report())
+        if args.export_to:
+            from simreduce.experiment.export import export_winners
+
+            for exported in export_winners(store_uri, summaries, str(args.export_to)):
+                print(exported.report())
 
 
 if __name__ == "__main__":

@@ -95,10 +95,26 @@ class SelectSweepWinner(Callback):
             user_error = find_user_error(e)
             retry = "" if user_error else f": retry with `simreduce select --sweep {sweep_id}`"
             log.error("selection of sweep %s failed (%s)%s", sweep_id, user_error or f"{type(e).__name__}: {e}", retry)
+        exported = not (selected and config.select.get("export_to")) or export_selected(config, summaries)
         if failed:
             log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
-        if failed or not selected:
+        if failed or not selected or not exported:
             raise SystemExit(1)
+
+
+def export_selected(config: DictConfig, summaries: list) -> bool:
+    """`select.export_to`: the winners exported; False when that failed, its error logged with the way to redo it."""
+    from simreduce.experiment.export import export_winners
+
+    try:
+        for exported in export_winners(config.tracking.uri, summaries, config.select.export_to):
+            print(exported.report(), flush=True)
+    except Exception as e:
+        error = find_user_error(e) or f"{type(e).__name__}: {e}"
+        redo = f"simreduce export --model models:/<name>/<version> --to {config.select.export_to}"
+        log.error("the winner was selected but not exported (%s): redo it with `%s`", error, redo)
+        return False
+    return True
 
 
 def failed_job_name(line: str) -> str:

@@ -1,6 +1,7 @@
 """The settings every job reads, checked once before any job starts, and the sizes a sweep skips."""
 
 import difflib
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
@@ -21,7 +22,10 @@ def check_settings(cfg: DictConfig) -> None:
     (before anything heavy is imported), then scoring, selection, a nested encoder's number of sizes and the
     trainer's accelerator. Sizes are checked per job, where the input width is known (a sweep skips those that
     are no reduction)."""
-    instantiate(cfg.data).source.ids()
+    source = instantiate(cfg.data).source
+    source.ids()
+    if export_to := OmegaConf.select(cfg, "select.export_to"):
+        check_export(export_to, source.kind)
     settings = instantiate(cfg.eval)
     check_tolerance(cfg.select.tolerance)
     check_register(cfg.select.register)
@@ -48,6 +52,18 @@ def check_settings(cfg: DictConfig) -> None:
         except Exception as e:  # Hydra wraps what Lightning raised (no such accelerator, an unknown key)
             cause = str(e.__cause__ or e).strip().splitlines()[0]
             raise SimreduceError(f"the trainer settings do not build a Trainer ({cause}): check trainer.*") from e
+
+
+def check_export(export_to: str, source_kind: str) -> None:
+    """`select.export_to`, refused before any job when the winner could not be exported there."""
+    from simreduce.experiment.export import check_folder
+
+    if source_kind == "vectors":
+        raise SimreduceError(
+            f"select.export_to={export_to!r}: data=vectors has no embedder, so its winner cannot be a text model; "
+            "drop select.export_to and reduce new vectors with `simreduce compress`."
+        )
+    check_folder(Path(export_to), "select.export_to=")
 
 
 def oversized(dim: object, in_dim: int, source_kind: str) -> str | None:

@@ -12,6 +12,7 @@ from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.model_files import (
     load_pretrained,
     load_sentence_transformer,
+    pad_on_the_right,
     resolve_model_source,
     sentence_transformer_modules,
 )
@@ -179,9 +180,7 @@ class Embedder:
         tokenizer, model = load_pretrained(self.source, self.dtype, self.trust_remote_code)
         device = pick_device(self.device)
         model.to(device)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        tokenizer.padding_side = "right"
+        pad_on_the_right(tokenizer)
         return tokenizer, model, device
 
     def _check_layer(self, model) -> None:

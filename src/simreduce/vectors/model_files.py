@@ -137,6 +137,37 @@ def load_sentence_transformer(
     return _load(source, load).eval()
 
 
+def transformer_module(source: ModelSource, layer: int, dtype: str = "float32"):
+    """Any model as a sentence-transformers `Transformer` module whose token embeddings are its hidden state
+    `layer` (the one `embedding.py` pools), its tokenizer padding as `pad_on_the_right` says: the start of a
+    sentence-transformers model that embeds texts as `Embedder.embed_texts` does. One clear message when the
+    model cannot be had."""
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    def load(local_files_only: bool) -> Transformer:
+        kwargs = {"revision": _revision(source), "local_files_only": local_files_only}
+        return Transformer(
+            source.location,
+            model_kwargs={"dtype": _torch_dtype(dtype), **kwargs},
+            processor_kwargs=kwargs,
+            config_kwargs=kwargs,
+            modality_config={"text": {"method": "forward", "method_output_name": ["hidden_states", layer]}},
+            module_output_name="token_embeddings",
+        )
+
+    module = _load(source, load)
+    pad_on_the_right(module.tokenizer)
+    return module
+
+
+def pad_on_the_right(tokenizer) -> None:
+    """Padding after the tokens, with the end-of-text (else the unknown) token where the tokenizer has no pad
+    token: the masks `pooling.py` pools over assume it."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+
+
 def sentence_transformer_modules(source: ModelSource) -> list[str] | None:
     """The module classes of a sentence-transformers model in order (`["Transformer", "Pooling", "Normalize"]`),
     read from its modules.json without loading it; None for any other model, and for a hub model whose

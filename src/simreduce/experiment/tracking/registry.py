@@ -20,6 +20,7 @@ from simreduce.reducers.weights import rebuild
 from simreduce.runtime.errors import SimreduceError
 
 WINNER_ALIAS = "winner"
+REDUCER_MODEL_NAME = "model"  # the name a run's reducer is logged under (`runs.JobRun.log_model`)
 SPEC_KEY = "simreduce"  # the MLmodel metadata entry holding a reducer's layer spec
 WEIGHTS_FILE = "weights.safetensors"  # its tensors, logged as one of the PyTorch flavour's extra files
 WEIGHTS_PATH = f"extra_files/{WEIGHTS_FILE}"  # where the flavour puts them in the model folder
@@ -60,8 +61,9 @@ def register_winner(
     """Register the model logged by run `run_id` as a version of `name` (once: selecting a sweep again reuses
     it), tagged with `tags`, and point the alias `winner` at it if `move_alias(tags of the version holding the
     alias now, or None)` says so. Returns None when the run logged no model."""
-    logged = store.client.search_logged_models(
-        experiment_ids=[experiment_id], filter_string=f"source_run_id = {quoted(run_id)}"
+    logged = store.client.search_logged_models(  # the reducer's, not an exported text model's (`text_model.py`)
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = {quoted(run_id)} AND name = {quoted(REDUCER_MODEL_NAME)}",
     )
     if not logged:
         return None

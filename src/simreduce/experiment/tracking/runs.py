@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
 from omegaconf import DictConfig, OmegaConf
 
-from simreduce.experiment.tracking.registry import SPEC_KEY, WEIGHTS_ARTIFACT, WEIGHTS_FILE
+from simreduce.experiment.tracking.registry import REDUCER_MODEL_NAME, SPEC_KEY, WEIGHTS_ARTIFACT, WEIGHTS_FILE
 from simreduce.experiment.tracking.store import TrackingStore
 from simreduce.reducers.precision import StoredForm, StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
@@ -145,7 +145,7 @@ class JobRun:
             if len(prefix_dims) > 1:
                 params = {"dim": spec["dim"]}
                 mlflow.pyfunc.log_model(
-                    name="model",
+                    name=REDUCER_MODEL_NAME,
                     python_model=str(NESTED_MODEL_CODE),
                     artifacts={WEIGHTS_ARTIFACT: str(weights)},
                     model_config=spec,
@@ -157,7 +157,7 @@ class JobRun:
                 return
             pytorch_flavour().log_model(
                 served,
-                name="model",
+                name=REDUCER_MODEL_NAME,
                 signature=infer_signature(example.numpy(), output),
                 input_example=example[:2].numpy(),
                 pip_requirements=requirements,
