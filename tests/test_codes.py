@@ -1,6 +1,8 @@
 """b-bit codes end to end, and how queries meet the stored vectors: a run's metrics come from what compress
 writes, read back with the tables logged beside the model; `eval.queries` says which side is stored."""
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from simreduce.evaluate.pairs import side_similarities
 from simreduce.evaluate.scoring import EvalSettings, OriginalSide, score_reduction
 from simreduce.experiment.config import load_data
 from simreduce.experiment.job import run_job
-from simreduce.experiment.tracking.registry import WEIGHTS_PATH
+from simreduce.experiment.tracking.registry import WEIGHTS_FILE
 from simreduce.reducers.base import build_mlp
 from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import STORED_PREFIX
@@ -99,7 +101,8 @@ def test_compress_writes_codes_that_decode_with_the_logged_tables_to_the_scored_
         assert codes.dtype == np.uint8 and codes.shape == (300, width)
 
         folder = mlflow.artifacts.download_artifacts(f"runs:/{run.run_id}/model", dst_path=str(tmp_path / name))
-        tensors = load_file(f"{folder}/{WEIGHTS_PATH}")
+        (weights,) = Path(folder).rglob(WEIGHTS_FILE)  # a code model's weights artifact
+        tensors = load_file(weights)
         rotation = tensors[f"{STORED_PREFIX}rotation"]
         if name == "pq1":  # each byte: the number of one of its 8 values' 256 centroids
             codebooks = tensors[f"{STORED_PREFIX}codebooks"]

@@ -16,7 +16,7 @@ from simreduce.experiment.tracking.registry import load_reducer
 from simreduce.experiment.tracking.runs import job_run
 from simreduce.reducers.base import apply_net, build_mlp
 from simreduce.reducers.codes import CODE_BITS, CodeForm, lloyd_levels, rotated
-from simreduce.reducers.precision import PRECISIONS, StoredPrecision
+from simreduce.reducers.precision import PRECISIONS, ROTATED, StoredPrecision
 from simreduce.reducers.product_codes import VALUES_PER_CODE
 from simreduce.runtime.errors import SimreduceError
 
@@ -167,8 +167,9 @@ def test_bytes_per_vector_are_what_a_stored_vector_holds(name, expected):
     + [("pq2", DIM), ("pq1", 16)],
 )
 def test_the_model_mlflow_serves_returns_what_compress_stores(project, monkeypatch, name, dim):
-    """`mlflow.pyfunc` runs the exported map and stored form (int8's constants inside the program) and gives the
-    very arrays compress writes from the weights file; MLflow loads it with pickle refused."""
+    """`mlflow.pyfunc` runs the exported map and stored form (int8's constants inside the program; a rotated code
+    through simreduce's code model, no program exported) and gives the very arrays compress writes from the
+    weights file; MLflow loads it with pickle refused."""
     x = torch.randn(N, 24, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     net = build_mlp(24, [16], dim)
@@ -182,8 +183,10 @@ def test_the_model_mlflow_serves_returns_what_compress_stores(project, monkeypat
     compressed = load_reducer(store, model_uri).reduce(x.numpy())
     assert served.dtype == compressed.dtype == stored.dtype and served.shape == (N, stored.stored_width(dim))
     assert np.array_equal(served, compressed)
-    (output,) = mlflow.models.get_model_info(model_uri).signature.outputs.inputs
+    info = mlflow.models.get_model_info(model_uri)
+    (output,) = info.signature.outputs.inputs
     assert output.type == stored.dtype and output.shape == (-1, stored.stored_width(dim))
+    assert ("pytorch" in info.flavors) == (name not in ROTATED)
 
 
 def test_an_unknown_precision_is_refused_in_one_line_naming_the_known_ones():

@@ -24,7 +24,7 @@ REDUCER_MODEL_NAME = "model"  # the name a run's reducer is logged under (`runs.
 SPEC_KEY = "simreduce"  # the MLmodel metadata entry holding a reducer's layer spec
 WEIGHTS_FILE = "weights.safetensors"  # its tensors, logged as one of the PyTorch flavour's extra files
 WEIGHTS_PATH = f"extra_files/{WEIGHTS_FILE}"  # where the flavour puts them in the model folder
-WEIGHTS_ARTIFACT = "weights"  # their name among a nested model's pyfunc artifacts (`tracking/nested_model.py`)
+WEIGHTS_ARTIFACT = "weights"  # their name among a nested model's pyfunc artifacts (`tracking/code_model.py`)
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def unheld_alias(store: TrackingStore, model_uri: str) -> str | None:
 def simreduce_parts(model: Model) -> tuple[dict | None, str | None]:
     """The layer spec and weights file simreduce logs with a model, or (None, None) when either is missing:
     the weights are an extra file of the PyTorch flavour, or for a nested model (a pyfunc from code, see
-    `tracking/nested_model.py`) its `weights` artifact."""
+    `tracking/code_model.py`) its `weights` artifact."""
     metadata = model.metadata if isinstance(model.metadata, dict) else {}
     spec = metadata.get(SPEC_KEY)
     weights = pytorch_weights_path(model.flavors.get("pytorch")) or pyfunc_weights_path(

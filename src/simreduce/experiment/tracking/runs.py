@@ -22,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from simreduce.experiment.tracking.registry import REDUCER_MODEL_NAME, SPEC_KEY, WEIGHTS_ARTIFACT, WEIGHTS_FILE
 from simreduce.experiment.tracking.store import TrackingStore
-from simreduce.reducers.precision import StoredForm, StoredPrecision
+from simreduce.reducers.precision import ROTATED, StoredForm, StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
 from simreduce.runtime.errors import StopRequested
 
-NESTED_MODEL_CODE = Path(__file__).with_name("nested_model.py")  # run by MLflow to load a nested model
+CODE_MODEL = Path(__file__).with_name("code_model.py")  # run by MLflow to load a nested or rotated-code model
 
 
 def pytorch_flavour():
@@ -127,9 +127,9 @@ class JobRun:
         metadata) and tensors with the precision's calibration constants (`extra_files/weights.safetensors`),
         which rebuild it without running any code.
 
-        A map with several prefixes (a nested encoder's) is logged as a pyfunc from code instead
-        (`tracking/nested_model.py`), whose `params={"dim": d}` cuts it to a prefix; the same spec and tensors
-        are its metadata and `weights` artifact."""
+        A map with several prefixes (a nested encoder's), or one stored as a rotated code, is logged as a pyfunc
+        from code instead (`tracking/code_model.py` says why), whose `params={"dim": d}` cuts a nested map to a
+        prefix; the same spec and tensors are its metadata and `weights` artifact."""
         from mlflow.models import infer_signature
 
         module = module.cpu().eval()
@@ -142,15 +142,15 @@ class JobRun:
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / WEIGHTS_FILE
             save_weights(module, weights, stored)
-            if len(prefix_dims) > 1:
-                params = {"dim": spec["dim"]}
+            if len(prefix_dims) > 1 or stored.name in ROTATED:
+                params = {"dim": spec["dim"]} if len(prefix_dims) > 1 else None
                 mlflow.pyfunc.log_model(
                     name=REDUCER_MODEL_NAME,
-                    python_model=str(NESTED_MODEL_CODE),
+                    python_model=str(CODE_MODEL),
                     artifacts={WEIGHTS_ARTIFACT: str(weights)},
                     model_config=spec,
                     signature=infer_signature(example.numpy(), output, params=params),
-                    input_example=(example[:2].numpy(), params),
+                    input_example=(example[:2].numpy(), params) if params else example[:2].numpy(),
                     pip_requirements=[*requirements, "simreduce"],  # the code it runs imports simreduce
                     metadata={SPEC_KEY: spec},
                 )

@@ -1,10 +1,13 @@
-"""A nested reducer as MLflow serves it: `pyfunc.load_model(uri).predict(x, params={"dim": 64})` returns the
-first 64 outputs, stored at the model's precision, as `simreduce compress --dim 64` writes them.
+"""A reducer MLflow serves through simreduce's own code: `pyfunc.load_model(uri).predict(x)` returns what
+`simreduce compress` writes, and for a nested reducer `predict(x, params={"dim": 64})` the first 64 outputs, as
+`compress --dim 64` does.
 
-MLflow's PyTorch flavour calls an exported program with tensors only, so no size can reach it; this is a pyfunc
-"from code" instead (MLflow runs this file to load the model: nothing is pickled). It rebuilds the map from the
-layer spec and tensors logged with it, exactly as compress does. Nothing imports this module; `JobRun.log_model`
-logs it by path.
+Two kinds of model are logged this way rather than as an exported PyTorch program: a nested one (an exported
+program takes tensors only, so no size can reach it), and one stored as a rotated code (int4..int1, pq4..pq1:
+`torch.export` of the code's search over its levels or centroids took 2 to 11 s a candidate, more than scoring
+it, and the codes are simreduce's own anyway). It is a pyfunc "from code" (MLflow runs this file to load the
+model: nothing is pickled) that rebuilds the map from the layer spec and tensors logged with it, exactly as
+compress does. Nothing imports this module; `JobRun.log_model` logs it by path.
 """
 
 from pathlib import Path
@@ -19,7 +22,7 @@ from simreduce.reducers.weights import rebuild
 SERVED = "the served model"
 
 
-class NestedReducerModel(PythonModel):
+class ReducerModel(PythonModel):
     def load_context(self, context) -> None:
         spec = context.model_config  # the layer spec, also in the MLmodel's metadata for compress
         net, stored = rebuild(spec, Path(context.artifacts[WEIGHTS_ARTIFACT]), SERVED)
@@ -33,4 +36,4 @@ class NestedReducerModel(PythonModel):
         return reducer.reduce(np.asarray(model_input, dtype=np.float32))
 
 
-set_model(NestedReducerModel())
+set_model(ReducerModel())
