@@ -122,10 +122,11 @@ def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
         )
     cfg = run_config(store, run_id)
     embedder, cache_dir = instantiate(cfg.embedder), config_group("paths").cache_dir
-    if source_kind == "texts":
-        source = TextSource(embedder, str(spec.path), cache_dir, spec.column, spec.id_column, cfg.data.max_length)
+    if source_kind == "texts":  # min_rows=1: pairs matter to training; one text or word compresses
+        path, max_length = str(spec.path), cfg.data.max_length
+        source = TextSource(embedder, path, cache_dir, spec.column, spec.id_column, max_length, min_rows=1)
     else:
-        source = WordSource(embedder, cache_dir, words_file=str(spec.path))
+        source = WordSource(embedder, cache_dir, words_file=str(spec.path), min_rows=1)
     loaded = source.load()
     vectors, ids = loaded.vectors.numpy(), loaded.ids
     return lambda: ((vectors[i : i + CHUNK_ROWS], ids[i : i + CHUNK_ROWS]) for i in range(0, len(ids), CHUNK_ROWS))
