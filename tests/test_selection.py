@@ -232,8 +232,9 @@ def test_a_run_with_nan_spearman_and_recall_by_ties_never_wins_and_the_reason_sa
     for target in (None, RECALL_90):
         selection = select_winner(table, TOLERANCE, target)
         assert selection.winner.dim == (64 if target else 32)
-        assert "1 run(s) with NaN metrics (all similarities alike: neighbours are ties) could not win" in (
-            selection.reason
+        assert (
+            "1 run(s) with NaN metrics (similarities all alike, or neighbours tied: copies of rows) could not win"
+            in (selection.reason)
         )
         assert selection.table.set_index("dim").undefined.to_dict() == {4: True, 32: False, 64: False}
 
@@ -252,6 +253,13 @@ def test_when_every_run_has_nan_metrics_nothing_wins():
     for target in (None, Target("heldout/rmse", 0.1)):
         with pytest.raises(SimreduceError, match=r"every run of the sweep \(2\) has NaN metrics"):
             select_winner(table, TOLERANCE, target)
+
+
+def test_when_every_runs_target_metric_is_nan_nothing_wins_and_the_ties_are_named():
+    # 3 rows x 100 copies: Spearman is defined (three values), but every query's 10th neighbour is a tied copy.
+    table = runs(("cosine", 4, 0.01, False), ("cosine", 8, 0.0, False)).assign(**{"heldout/recall_at_10": float("nan")})
+    with pytest.raises(SimreduceError, match=r"every run of the sweep \(2\) has heldout/recall_at_10 NaN.*copies"):
+        select_winner(table, TOLERANCE, RECALL_90)
 
 
 def test_runs_that_never_logged_spearman_still_win():
