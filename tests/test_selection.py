@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -348,6 +349,18 @@ def test_the_charts_draw_a_line_per_reducer_and_precision():
     for fig in (rate_distortion(ranked, RECALL_90), metrics_vs_dim(ranked)):
         assert expected <= {line.get_label() for line in fig.axes[0].get_lines()}
         plt.close(fig)
+
+
+def test_the_charts_of_exact_candidates_draw_without_a_warning(tmp_path):
+    """Rows of fewer directions than every size: each candidate keeps them exactly, its rmse and mean 0 and its
+    variance rounded below 0; a log-scale panel of nothing but zeros was a warning, then an error when saved."""
+    exact = runs(("cosine", 4, 0.0, False), ("cosine", 8, 0.0, False)).assign(**{"heldout/diff_mean": 0.0})
+    ranked = select_winner(exact.assign(**{"heldout/diff_var": -1e-19}), TOLERANCE).table
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in (metrics_vs_dim(ranked), rate_distortion(ranked)):
+            fig.savefig(tmp_path / "chart.png")
+            plt.close(fig)
 
 
 def test_a_reference_run_is_ranked_and_shown_but_never_wins_under_either_rule():
