@@ -286,7 +286,8 @@ def test_select_on_a_store_that_is_no_database_is_one_line(tmp_path, monkeypatch
 @pytest.mark.parametrize("dims", ["0", "16,-4"])
 def test_floor_refuses_a_size_that_is_no_size(project, capsys, tiny_llama, words_file, dims):
     overrides = [o for o in tiny_overrides(tiny_llama, words_file) if not o.startswith(("encoder.", "trainer."))]
-    assert "must be a positive integer" in user_error(capsys, ["floor", "--dims", dims, *overrides])
+    bad = dims.split(",")[-1]
+    assert f"--dims={bad} must be a positive integer" in user_error(capsys, ["floor", "--dims", dims, *overrides])
 
 
 def test_a_selection_on_a_full_store_says_so_in_one_line(project, caplog, monkeypatch):
