@@ -74,9 +74,8 @@ def test_a_full_disk_is_one_line_per_job_and_nothing_is_selected(project, tmp_pa
     fills = "encoder._target_=helpers.full_disk.FillsTheDisk,helpers.full_disk.FillsTheStore"
     log_file = "hydra.job_logging.handlers.file.filename=/dev/full"
     args = tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=4", fills, log_file)
-    proc = run_python(
-        args, tmp_path, PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
-    )
+    helpers = os.pathsep.join([str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    proc = run_python(args, tmp_path, PYTHONPATH=helpers, SIMREDUCE_TEST_DISK_FULL="1")
     assert proc.returncode == 1
     console = proc.stdout + proc.stderr
     assert "Traceback" not in console and "Logging error" not in console
@@ -95,6 +94,10 @@ def test_a_full_disk_is_one_line_per_job_and_nothing_is_selected(project, tmp_pa
     assert list(runs.status) == ["FAILED", "FAILED"]  # the store could still be written: both are marked
     assert all(error.startswith("DiskFull: no space left on the disk") for error in runs["tags.error"])
     assert mlflow.MlflowClient().search_registered_models() == []
+    # Space freed, the same command again: the full disk's notes of the first launch do not stop selection.
+    resumed = run_python([*args[:-2], args[-1]], tmp_path, PYTHONPATH=helpers)  # the log file back on a disk
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "summary run sweep-" in resumed.stdout and "full disk" not in resumed.stdout + resumed.stderr
 
 
 @pytest.mark.slow

@@ -15,7 +15,13 @@ from omegaconf import DictConfig
 
 from simreduce.experiment.config import load_data
 from simreduce.experiment.fitting import build_reducer, fit
-from simreduce.experiment.notes import SKIPPED_FILE, in_multirun, write_failure_note, write_job_note
+from simreduce.experiment.notes import (
+    SKIPPED_FILE,
+    clear_job_notes,
+    in_multirun,
+    write_failure_note,
+    write_job_note,
+)
 from simreduce.experiment.settings import job_name, oversized
 from simreduce.reducers.base import apply_net
 from simreduce.runtime import distributed
@@ -36,6 +42,8 @@ def run_job(cfg: DictConfig) -> float:
     job alike, so it stops the sweep at once. Over several processes a failure ends them all: the others' next
     collective would wait for it in vain.
     """
+    if in_multirun() and distributed.is_rank_zero():
+        clear_job_notes()
     with distributed.failures_shared():
         datamodule = load_data(cfg.data)
         if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim, datamodule.source.kind)):

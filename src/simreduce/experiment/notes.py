@@ -28,6 +28,14 @@ def write_job_note(file_name: str, line: str) -> None:
     (Path(HydraConfig.get().runtime.output_dir) / file_name).write_text(line + "\n")
 
 
+def clear_job_notes() -> None:
+    """This job's notes from an earlier launch of the same sweep (resumed in its dir): they say nothing of this one,
+    and a full disk's would keep the resumed sweep from selecting."""
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    for file_name in (SKIPPED_FILE, FAILED_FILE, FULL_DISK_FILE):
+        (folder / file_name).unlink(missing_ok=True)
+
+
 def write_failure_note(line: str, disk_full: bool) -> None:
     """A failed job's line, in `FULL_DISK_FILE` too when a full disk failed it. When the disk is too full for the
     note itself, the sweep stops here (exit 1; the job's line is on the console): its end would not know of the
