@@ -300,8 +300,8 @@ def test_a_selection_on_a_full_store_says_so_in_one_line(project, caplog, monkey
     assert exit_info.value.code == 1
     assert caplog.records[-1].getMessage() == (
         f"selection of sweep 2024-01-01_10-00-00 failed (no space left on the disk holding the MLflow store "
-        f"{store_uri(project)} (SQLite: database or disk is full): free space there, then run the same command again "
-        "(a sweep skips the sizes that finished).)"
+        f"{store_uri(project)} (SQLite: database or disk is full): free space there, then run the same command "
+        "again.)"
     )
 
 

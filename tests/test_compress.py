@@ -18,6 +18,7 @@ from helpers.project import compose_config
 from helpers.tiny_model import HIDDEN
 from safetensors.numpy import load_file, save_file
 
+from simreduce import compress as compress_module
 from simreduce.cli import main
 from simreduce.compress import embedded_chunks
 from simreduce.experiment.tracking import registry
@@ -281,6 +282,26 @@ def test_one_vector_compresses_and_the_output_is_created_as_the_umask_says(model
         os.umask(old)
     assert np.load(y).shape == (1, 2)
     assert stat.S_IMODE(y.stat().st_mode) == 0o640  # as any file the user writes, not mkstemp's 0600
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_file(model, tmp_path, capsys, monkeypatch):
+    """The output written where every write finds no space (/dev/full: the kernel's ENOSPC, as a full disk gives)."""
+    folder, _ = model
+    x, y = tmp_path / "x.npy", tmp_path / "out" / "y.npy"
+    np.save(x, good_rows(5000))
+    monkeypatch.setattr(compress_module, "open", lambda path, mode: open("/dev/full", mode), raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        compress(folder, x, y)
+    assert exit_info.value.code == 1
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith(
+            f"simreduce: error: no space left on the disk holding --output {str(y)!r} (ENOSPC): free space there, then "
+            "run the same command again."
+        )
+    )
+    assert list(y.parent.iterdir()) == []  # neither the output nor its temporary file
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])

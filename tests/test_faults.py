@@ -83,10 +83,9 @@ def test_a_full_disk_is_one_line_per_job_and_nothing_is_selected(project, tmp_pa
     store = f"the MLflow store sqlite:///{tmp_path}/mlruns/mlflow.db (SQLite: database or disk is full)"
     assert full == [
         "FAILED cosine-d0004: no space left on the disk holding a folder simreduce writes to (the MLflow store's, "
-        ".cache/, the output dir) (ENOSPC): free space there, then run the same command again (a sweep skips the "
-        "sizes that finished).",
+        ".cache/, the output dir) (ENOSPC): free space there, then run the same command again.",
         f"FAILED cosine-d0004: no space left on the disk holding {store}: free space there, then run the same "
-        "command again (a sweep skips the sizes that finished).",
+        "command again.",
     ]
     assert f"2 job(s) of sweep {tmp_path.name}_sweep stopped on a full disk, so nothing was selected" in console
     assert console.count("the log file /dev/full stops here: its disk is full") == 2  # once a job, not a record

@@ -8,6 +8,7 @@ any earlier output as they were.
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 
 from simreduce.experiment.config import config_group
 from simreduce.runtime.atomic import atomic_path
-from simreduce.runtime.errors import SimreduceError
+from simreduce.runtime.errors import DiskFull, SimreduceError, full_disk
 from simreduce.vectors.input_files import check_is_file
 from simreduce.vectors.vector_files import (
     CHUNK_ROWS,
@@ -80,11 +81,15 @@ def compress_file(
     if len(bad) and not drop_bad_rows:
         where = f"--input {str(spec.path)!r}"
         raise SimreduceError(bad_rows_message(where, len(bad), named, "fix them, or pass --drop-bad-rows"))
-    reduced = reduced_chunks(chunks, reducer, bad, n_rows)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_path) as tmp:
-        write = write_parquet if output_path.suffix == ".parquet" else write_npy
-        write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
+    try:  # closing: a failed write ends the progress bar before its message, not after it
+        with closing(reduced_chunks(chunks, reducer, bad, n_rows)) as reduced, atomic_path(output_path) as tmp:
+            write = write_parquet if output_path.suffix == ".parquet" else write_npy
+            write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
+    except OSError as e:
+        if (full := full_disk(e)) is None:
+            raise
+        raise DiskFull(f"--output {str(output_path)!r}", full.reason) from e
     return Written(n_rows - len(bad), reducer.dim, len(bad), reducer.stored.name)
 
 
@@ -166,12 +171,13 @@ def reduced_chunks(chunks: Chunks, reducer, bad: np.ndarray, n_rows: int) -> Ite
 def write_npy(
     path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, width: int, dtype: np.dtype
 ) -> None:
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, width))
-    row = 0
-    for reduced, _ in chunks:
-        out[row : row + len(reduced)] = reduced
-        row += len(reduced)
-    out.flush()
+    """The `.npy` header, then the chunks in order: written, not memory-mapped, so a full disk raises ENOSPC (a
+    mapped file's pages that find no space kill the process with SIGBUS, leaving its temporary file behind)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n_rows, width)}
+    with open(path, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for reduced, _ in chunks:
+            out.write(np.ascontiguousarray(reduced, dtype=dtype).tobytes())
 
 
 def write_parquet(

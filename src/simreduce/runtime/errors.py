@@ -22,9 +22,9 @@ class KnownFailure(Exception):
 
 class DiskFull(KnownFailure):
     def __init__(self, where: str, reason: str):
+        self.reason = reason
         super().__init__(
-            f"no space left on the disk holding {where} ({reason}): free space there, then run the same command again "
-            "(a sweep skips the sizes that finished)."
+            f"no space left on the disk holding {where} ({reason}): free space there, then run the same command again."
         )
 
 
