@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from simreduce.experiment import notes
+from simreduce.experiment.tracking import TrackingStore
 from simreduce.runtime.errors import DiskFull, SimreduceError, exit_on_user_error, explained, full_disk
 from simreduce.runtime.log_files import LogFile
 
@@ -86,3 +87,9 @@ def test_a_failed_jobs_note_that_the_full_disk_cannot_hold_stops_the_sweep(monke
     with pytest.raises(SystemExit) as exit_info:
         notes.write_failure_note("FAILED cosine-d0004: no space left", disk_full=True)
     assert exit_info.value.code == 1
+
+
+def test_a_store_on_a_full_disk_is_said_to_be_full_not_unusable():
+    with pytest.raises(DiskFull, match=f"the MLflow store {STORE} \\(SQLite: database or disk is full\\)"):
+        with TrackingStore(STORE).usable():  # creating a new store's tables on a full disk
+            raise store_full()
