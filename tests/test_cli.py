@@ -2,6 +2,7 @@
 
 import logging
 import shutil
+import sqlite3
 
 import mlflow
 import numpy as np
@@ -20,6 +21,7 @@ from helpers.project import (
     use_store,
 )
 from helpers.tiny_model import HIDDEN, WORDS
+from sqlalchemy.exc import OperationalError
 
 from simreduce.cli import main
 from simreduce.experiment import summary as sweep
@@ -285,7 +287,23 @@ def test_select_on_a_store_that_is_no_database_is_one_line(tmp_path, monkeypatch
 @pytest.mark.parametrize("dims", ["0", "16,-4"])
 def test_floor_refuses_a_size_that_is_no_size(project, capsys, tiny_llama, words_file, dims):
     overrides = [o for o in tiny_overrides(tiny_llama, words_file) if not o.startswith(("encoder.", "trainer."))]
-    assert "must be a positive integer" in user_error(capsys, ["floor", "--dims", dims, *overrides])
+    bad = dims.split(",")[-1]
+    assert f"--dims={bad} must be a positive integer" in user_error(capsys, ["floor", "--dims", dims, *overrides])
+
+
+def test_a_selection_on_a_full_store_says_so_in_one_line(project, caplog, monkeypatch):
+    def full(*args, **kwargs):  # writing the summary run, before anything is registered
+        raise OperationalError("INSERT INTO runs ...", (), sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(sweep, "summarise_sweep", full)
+    with pytest.raises(SystemExit) as exit_info, caplog.at_level(logging.ERROR):
+        SelectSweepWinner().on_multirun_end(sweep_end_config(project, "multirun/2024-01-01/10-00-00"))
+    assert exit_info.value.code == 1
+    assert caplog.records[-1].getMessage() == (
+        f"selection of sweep 2024-01-01_10-00-00 failed (no space left on the disk holding the MLflow store "
+        f"{store_uri(project)} (SQLite: database or disk is full): free space there, then run the same command "
+        "again.)"
+    )
 
 
 def test_a_sweep_whose_jobs_failed_before_any_run_exits_1_without_retry_advice(project, caplog):

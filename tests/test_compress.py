@@ -14,13 +14,19 @@ import pytest
 import torch
 import yaml
 from helpers.models import write_model_folder
+from helpers.project import compose_config
+from helpers.tiny_model import HIDDEN
 from safetensors.numpy import load_file, save_file
 
+from simreduce import compress as compress_module
 from simreduce.cli import main
+from simreduce.compress import embedded_chunks
+from simreduce.experiment.tracking import registry
 from simreduce.experiment.tracking.registry import SPEC_KEY, WEIGHTS_PATH, LoggedReducer
 from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.weights import STORED_PREFIX
 from simreduce.vectors import vector_files
+from simreduce.vectors.vector_files import VectorFileSpec
 
 D = 6
 HEAVY = ("lightning", "transformers")  # what compressing vectors must not import
@@ -175,15 +181,47 @@ def test_parquet_in_and_out_keeps_the_ids_and_leaves_bad_rows_out(model, tmp_pat
         ("x.fvecs", lambda p, x: np.hstack([np.full((len(x), 1), D, "<i4"), x.view("<i4")]).tofile(p), []),
     ],
 )
-def test_every_vector_format_compresses_to_row_numbered_parquet(model, tmp_path, name, write, flags):
+@pytest.mark.parametrize("n_rows", [5, 1])  # one vector: no pairs, which matter for training only
+def test_every_vector_format_compresses_to_row_numbered_parquet(model, tmp_path, name, write, flags, n_rows):
     folder, net = model
-    write(tmp_path / name, good_rows())
+    write(tmp_path / name, good_rows(n_rows))
     compress(folder, tmp_path / name, tmp_path / "y.parquet", *flags)
     out = pq.read_table(tmp_path / "y.parquet")
-    assert out.column("id").to_pylist() == [str(i) for i in range(5)]
+    assert out.column("id").to_pylist() == [str(i) for i in range(n_rows)]
     np.testing.assert_allclose(
-        np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), reduced_by(net, good_rows())
+        np.stack(out.column("embedding").to_numpy(zero_copy_only=False)), reduced_by(net, good_rows(n_rows))
     )
+
+
+class RunOfSource:
+    """The one tag of a reducer's run that compress reads to embed words or texts: which source it trained on."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return {"source": self.source}
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "content", "column"),
+    [
+        ("words", "one.txt", "hello\n", None),
+        ("texts", "one.txt", "a single line of text\n", None),
+        ("texts", "one.jsonl", '{"text": "a single line of text"}\n', "text"),
+        ("texts", "one.csv", "text\na single line of text\n", "text"),
+    ],
+)
+def test_one_word_or_text_is_embedded_for_compress(
+    project, tmp_path, monkeypatch, tiny_llama, source, name, content, column
+):
+    """One word or one text has no pairs: that matters for training, not for compressing it."""
+    path = tmp_path / name
+    path.write_text(content)
+    cfg = compose_config([f"data={source}", f"embedder.name_or_path={tiny_llama}", "embedder.name=tiny"])
+    monkeypatch.setattr(registry, "run_config", lambda store, run_id: cfg)  # what the run logged as config.yaml
+    chunks = list(embedded_chunks(RunOfSource(source), "run", VectorFileSpec(path, None, column, None))())
+    assert [(vectors.shape, ids) for vectors, ids in chunks] == [((1, HIDDEN), ["hello" if source == "words" else "0"])]
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4", "int2", "int1", "pq2", "pq1", "binary", "float16"])
@@ -244,6 +282,26 @@ def test_one_vector_compresses_and_the_output_is_created_as_the_umask_says(model
         os.umask(old)
     assert np.load(y).shape == (1, 2)
     assert stat.S_IMODE(y.stat().st_mode) == 0o640  # as any file the user writes, not mkstemp's 0600
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_file(model, tmp_path, capsys, monkeypatch):
+    """The output written where every write finds no space (/dev/full: the kernel's ENOSPC, as a full disk gives)."""
+    folder, _ = model
+    x, y = tmp_path / "x.npy", tmp_path / "out" / "y.npy"
+    np.save(x, good_rows(5000))
+    monkeypatch.setattr(compress_module, "open", lambda path, mode: open("/dev/full", mode), raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        compress(folder, x, y)
+    assert exit_info.value.code == 1
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith(
+            f"simreduce: error: no space left on the disk holding --output {str(y)!r} (ENOSPC): free space there, then "
+            "run the same command again."
+        )
+    )
+    assert list(y.parent.iterdir()) == []  # neither the output nor its temporary file
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])

@@ -63,6 +63,95 @@ def test_a_rows_share_is_contiguous_and_the_shares_are_the_rows():
     assert [len(distributed.share(range(1), rank, 2)) for rank in range(2)] == [1, 0]
 
 
+# What gloo raised on rank 0 when rank 1 was killed (SIGKILL) in the middle of an all_reduce, torch 2.13.
+GLOO_RESET = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:31148: Connection "
+    "reset by peer. This is typically caused by a remote worker hanging or bugs in the application. Check the logs of "
+    "the remote worker before reporting an error. GLHF! \U0001f3d6\ufe0f"
+)
+NCCL_LOST = "NCCL error in: ProcessGroupNCCL.cpp:1970, remote process exited or there was a network error, NCCL 2.21.5"
+
+
+class GroupStore:
+    """The group's store as `failures_shared` uses it: what a rank that failed wrote there, if one did."""
+
+    def __init__(self, written: str | None = None):
+        self.written = written
+
+    def check(self, keys: list[str]) -> bool:
+        return self.written is not None
+
+    def get(self, key: str) -> bytes:
+        return self.written.encode()
+
+    def compare_set(self, key: str, expected: str, value: str) -> None:
+        self.written = self.written or value
+
+
+@pytest.mark.parametrize(
+    ("error", "found"),
+    [
+        (RuntimeError(GLOO_RESET), "Read error [127.0.0.1]:31148: Connection reset by peer"),
+        (
+            RuntimeError("[../gloo/transport/tcp/pair.cc:598] Connection closed by peer [10.0.0.2]:4021"),
+            "Connection closed by peer",
+        ),
+        (
+            torch.distributed.DistBackendError(NCCL_LOST),
+            "NCCL error in: ProcessGroupNCCL.cpp:1970, remote process exited",
+        ),
+        (
+            torch.distributed.DistBackendError("NCCL communicator was aborted on rank 0.\nmore"),
+            "NCCL communicator was aborted on rank 0.",
+        ),
+        (RuntimeError("rank 1 failed on purpose"), None),
+        (ValueError("a bug"), None),
+    ],
+)
+def test_a_collective_broken_by_a_lost_peer_is_told_from_other_errors(error, found):
+    assert distributed.lost_peer(error) == found
+
+
+def test_a_rank_that_died_is_named_by_the_rank_that_survived(monkeypatch):
+    """A killed rank writes nothing: rank 0 of two names rank 1 and where to look, rank 1 names rank 0 and
+    writes nothing itself (it did not fail on its own), and among more ranks it is "another rank"."""
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    told = {}
+    for rank, size in [(0, 2), (1, 2), (0, 4)]:
+        store = GroupStore()
+        monkeypatch.setattr(distributed._Group, "store", store)
+        monkeypatch.setattr(distributed, "world", lambda rank=rank, size=size: distributed.World(rank, rank, size))
+        with pytest.raises(distributed.RankFailed) as failed, distributed.failures_shared():
+            raise RuntimeError(GLOO_RESET)
+        assert store.written is None
+        told[rank, size] = str(failed.value)
+    assert told[0, 2] == (
+        "rank 1 stopped during the job, so this rank's collective failed (Read error [127.0.0.1]:31148: Connection "
+        "reset by peer): see its output and the launcher's summary."
+    )
+    assert told[1, 2].startswith("rank 0 stopped during the job") and told[0, 4].startswith("another rank stopped")
+
+
+def test_where_a_dead_ranks_log_is_follows_the_launcher(monkeypatch):
+    me = distributed.World(0, 0, 2)
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", "/tmp/torchelastic_x/run_1/attempt_0/0/error.json")
+    assert "with torchrun --redirects, /tmp/torchelastic_x/run_1/attempt_0/<its local rank>/stderr.log" in (
+        distributed.stopped_rank_message("Connection reset by peer", me)
+    )
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert "the output of SLURM job 4242's tasks (`sacct -j 4242`" in distributed.stopped_rank_message("x", me)
+
+
+def test_a_rank_that_failed_on_its_own_is_named_with_its_error(monkeypatch):
+    monkeypatch.setattr(distributed._Group, "store", GroupStore("rank 1: RuntimeError: rank 1 failed on purpose"))
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(0, 0, 2))
+    with pytest.raises(distributed.RankFailed, match="^rank 1: RuntimeError: rank 1 failed on purpose$"):
+        with distributed.failures_shared():
+            raise RuntimeError(GLOO_RESET)
+
+
 @pytest.mark.slow
 def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp_path, empty_store, monkeypatch):
     path = tmp_path / "vectors.npy"
@@ -135,3 +224,21 @@ def test_a_rank_that_fails_ends_the_run_failed_and_every_process_non_zero(projec
     assert runs["tags.error"][0].startswith("RankFailed: rank 1: RuntimeError: rank 1 failed on purpose")
     for rank in (0, 1):  # torchrun's summary lists every rank that did not end well
         assert f"rank      : {rank} (local_rank: {rank})" in failed.stderr
+
+
+@pytest.mark.slow
+def test_a_rank_killed_outright_is_named_by_rank_zero_in_one_line(project, tmp_path):
+    path = tmp_path / "vectors.npy"
+    np.save(path, low_rank_vectors(300, 32, rank=8).numpy())
+    args = ["data=vectors", f"data.path={path}", "encoder.dim=8", "encoder._target_=helpers.failing.KilledOnRankOne"]
+    failed = torchrun([*args, *TRAIN], tmp_path)
+    assert failed.returncode != 0
+    runs = store_runs(tmp_path, "simreduce-vectors")
+    assert list(runs.status) == ["FAILED"]
+    error = runs["tags.error"][0]
+    assert error.startswith("RankFailed: rank 1 stopped during the job, so this rank's collective failed (")
+    assert "by peer" in error and "GLHF" not in error
+    told = [line for line in failed.stderr.splitlines() if line.startswith("simreduce: error: ")]
+    assert told == [f"simreduce: error: {error.removeprefix('RankFailed: ')}"]
+    # The one traceback is torchrun's own, of the child that failed: rank 0's Hydra traceback is gone.
+    assert failed.stderr.count("Traceback") == 1 and "ChildFailedError" in failed.stderr

@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 import socket
 
@@ -8,7 +9,7 @@ from helpers.tiny_model import HIDDEN, WORDS
 
 from simreduce.runtime.errors import SimreduceError
 from simreduce.vectors.embedding import Embedder
-from simreduce.vectors.model_files import load_pretrained, resolve_model_source
+from simreduce.vectors.model_files import UnusedHeadReport, load_pretrained, resolve_model_source
 from simreduce.vectors.pooling import pool_hidden_states
 from simreduce.vectors.sources import WordSource
 
@@ -111,3 +112,17 @@ def test_every_setting_that_changes_a_vector_misses_the_cache(tiny_llama, tmp_pa
 def test_settings_that_change_no_vector_share_the_cache(tiny_llama, change):
     plain = {"name": "tiny", "name_or_path": str(tiny_llama)}
     assert Embedder(**{**plain, **change}).cache_key() == Embedder(**plain).cache_key()
+
+
+def test_a_checkpoints_unused_lm_head_is_no_load_report_on_the_console(tiny_llama, capfd):
+    """The tiny model is saved with its LM head, as a causal LM's checkpoint is: the base model leaves it unused."""
+    capfd.readouterr()
+    load_pretrained(resolve_model_source(str(tiny_llama)))
+    assert "LOAD REPORT" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("statuses", "shown"), [(["UNEXPECTED"], False), (["UNEXPECTED", "MISSING"], True)])
+def test_a_load_report_of_missing_weights_still_shows(statuses, shown):
+    report = "LlamaModel LOAD REPORT from: x\n" + "\n".join(f"w{i} | {s} |" for i, s in enumerate(statuses))
+    record = logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0, report, (), None)
+    assert UnusedHeadReport().filter(record) is shown

@@ -1,11 +1,13 @@
 """Faults cost the user nothing that already finished: failed jobs are marked, killed sweeps resume."""
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 from helpers.project import PROJECT_ROOT, job_runs, project_env, run_python, store_runs, tiny_sweep
 
@@ -63,6 +65,38 @@ def test_failing_job_is_marked_failed_oversized_ones_are_skipped_and_the_sweep_g
     assert sum(line.startswith(skipped) for line in proc.stdout.splitlines()) == 2  # the summary's own lines
     assert "1 job(s) of sweep" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_per_job_and_nothing_is_selected(project, tmp_path, tiny_llama, words_file):
+    """A disk that fills up mid-sweep: a file written (ENOSPC), the MLflow store written (SQLite's "database or disk
+    is full", through SQLAlchemy), and Hydra's log file on a full disk (/dev/full) under both."""
+    fills = "encoder._target_=helpers.full_disk.FillsTheDisk,helpers.full_disk.FillsTheStore"
+    log_file = "hydra.job_logging.handlers.file.filename=/dev/full"
+    args = tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", "encoder.dim=4", fills, log_file)
+    helpers = os.pathsep.join([str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    proc = run_python(args, tmp_path, PYTHONPATH=helpers, SIMREDUCE_TEST_DISK_FULL="1")
+    assert proc.returncode == 1
+    console = proc.stdout + proc.stderr
+    assert "Traceback" not in console and "Logging error" not in console
+    full = [line.split(" - ", 1)[-1] for line in console.splitlines() if "no space left on the disk" in line]
+    store = f"the MLflow store sqlite:///{tmp_path}/mlruns/mlflow.db (SQLite: database or disk is full)"
+    assert full == [
+        "FAILED cosine-d0004: no space left on the disk holding a folder simreduce writes to (the MLflow store's, "
+        ".cache/, the output dir) (ENOSPC): free space there, then run the same command again.",
+        f"FAILED cosine-d0004: no space left on the disk holding {store}: free space there, then run the same "
+        "command again.",
+    ]
+    assert f"2 job(s) of sweep {tmp_path.name}_sweep stopped on a full disk, so nothing was selected" in console
+    assert console.count("the log file /dev/full stops here: its disk is full") == 2  # once a job, not a record
+    runs = store_runs(tmp_path)
+    assert list(runs.status) == ["FAILED", "FAILED"]  # the store could still be written: both are marked
+    assert all(error.startswith("DiskFull: no space left on the disk") for error in runs["tags.error"])
+    assert mlflow.MlflowClient().search_registered_models() == []
+    # Space freed, the same command again: the full disk's notes of the first launch do not stop selection.
+    resumed = run_python([*args[:-2], args[-1]], tmp_path, PYTHONPATH=helpers)  # the log file back on a disk
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "summary run sweep-" in resumed.stdout and "full disk" not in resumed.stdout + resumed.stderr
 
 
 @pytest.mark.slow

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,33 @@ def test_spearman_from_ranks_computed_once_is_scipys(levels):
     expected = spearmanr(original, reduced).statistic
     assert similarity_spearman(pairs) == pytest.approx(expected, rel=1e-12)
     assert similarity_spearman(pairs, similarity_ranks(original)) == pytest.approx(expected, rel=1e-12)
+
+
+def copies(distinct: torch.Tensor, n_copies: int) -> torch.Tensor:
+    """Each row of `distinct` `n_copies` times, the copies spread through the rows (not side by side)."""
+    return distinct.repeat(n_copies, 1)
+
+
+def test_recall_of_a_few_rows_copied_many_times_is_nan_not_an_artefact_of_ties():
+    """3 distinct rows x 100 copies: every row's 10 nearest are 10 of its 99 copies, which 10 being row order."""
+    x = copies(torch.randn(3, 16, generator=torch.Generator().manual_seed(0)), 100)
+    reduced = x[:, :4]
+    recall = retrieval_recall(x, reduced, torch.arange(0, 300, 7), [1, 10])
+    assert math.isnan(recall[1]) and math.isnan(recall[10])
+    assert math.isnan(neighbour_metrics(x[:60], reduced[:60])["knn_recall_at_10"])
+
+
+def test_with_some_rows_copied_recall_counts_the_queries_whose_top_k_is_determined_whatever_the_row_order():
+    x = clustered()  # 96 rows
+    x = torch.cat([x, x[:1].repeat(15, 1)])  # row 0 and 15 copies: their 10 nearest are tied copies
+    reduced = x[:, :6]
+    queries = torch.arange(len(x))
+    copied = torch.tensor([0, *range(96, 111)])
+    others = queries[~torch.isin(queries, copied)]
+    recall = retrieval_recall(x, reduced, queries, [10])[10]
+    assert recall == retrieval_recall(x, reduced, others, [10])[10]  # the copies' queries are left out
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))
+    assert retrieval_recall(x[order], reduced[order], queries, [10])[10] == pytest.approx(recall)
+    assert neighbour_metrics(x, reduced)["knn_recall_at_10"] == pytest.approx(
+        neighbour_metrics(x[order], reduced[order])["knn_recall_at_10"]
+    )

@@ -139,6 +139,16 @@ def test_cosine_encoder_trains_in_whitened_coordinates_and_ends_as_a_plain_linea
         assert encoder.loss(x).item() < before
 
 
+def test_rows_of_fewer_directions_than_dim_train_from_their_perfect_start_to_no_nan():
+    """3 directions x 100 copies at dim 4: the SVD start keeps them exactly, so its loss is float32 rounding (1e-13),
+    which the optimiser's loss was divided by: every step's loss was NaN."""
+    x = torch.randn(3, D, generator=torch.Generator().manual_seed(0)).repeat(100, 1)
+    encoder = build("cosine", x, dim=4)
+    fit_full_batch(encoder, x, max_steps=20)
+    with torch.no_grad():
+        assert encoder.loss(x).item() < 1e-10 and torch.isfinite(encoder.net(x)).all()
+
+
 @pytest.mark.parametrize(("batch_size", "picked"), [(40, "lbfgs"), (1024, "lbfgs"), (16, "adam")])
 def test_optimizer_auto_picks_lbfgs_for_one_batch_and_adam_for_mini_batches(batch_size, picked):
     encoder = build("cosine", low_rank_vectors(), f"data.batch_size={batch_size}")

@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -232,8 +233,9 @@ def test_a_run_with_nan_spearman_and_recall_by_ties_never_wins_and_the_reason_sa
     for target in (None, RECALL_90):
         selection = select_winner(table, TOLERANCE, target)
         assert selection.winner.dim == (64 if target else 32)
-        assert "1 run(s) with NaN metrics (all similarities alike: neighbours are ties) could not win" in (
-            selection.reason
+        assert (
+            "1 run(s) with NaN metrics (similarities all alike, or neighbours tied: copies of rows) could not win"
+            in (selection.reason)
         )
         assert selection.table.set_index("dim").undefined.to_dict() == {4: True, 32: False, 64: False}
 
@@ -252,6 +254,13 @@ def test_when_every_run_has_nan_metrics_nothing_wins():
     for target in (None, Target("heldout/rmse", 0.1)):
         with pytest.raises(SimreduceError, match=r"every run of the sweep \(2\) has NaN metrics"):
             select_winner(table, TOLERANCE, target)
+
+
+def test_when_every_runs_target_metric_is_nan_nothing_wins_and_the_ties_are_named():
+    # 3 rows x 100 copies: Spearman is defined (three values), but every query's 10th neighbour is a tied copy.
+    table = runs(("cosine", 4, 0.01, False), ("cosine", 8, 0.0, False)).assign(**{"heldout/recall_at_10": float("nan")})
+    with pytest.raises(SimreduceError, match=r"every run of the sweep \(2\) has heldout/recall_at_10 NaN.*copies"):
+        select_winner(table, TOLERANCE, RECALL_90)
 
 
 def test_runs_that_never_logged_spearman_still_win():
@@ -340,6 +349,18 @@ def test_the_charts_draw_a_line_per_reducer_and_precision():
     for fig in (rate_distortion(ranked, RECALL_90), metrics_vs_dim(ranked)):
         assert expected <= {line.get_label() for line in fig.axes[0].get_lines()}
         plt.close(fig)
+
+
+def test_the_charts_of_exact_candidates_draw_without_a_warning(tmp_path):
+    """Rows of fewer directions than every size: each candidate keeps them exactly, its rmse and mean 0 and its
+    variance rounded below 0; a log-scale panel of nothing but zeros was a warning, then an error when saved."""
+    exact = runs(("cosine", 4, 0.0, False), ("cosine", 8, 0.0, False)).assign(**{"heldout/diff_mean": 0.0})
+    ranked = select_winner(exact.assign(**{"heldout/diff_var": -1e-19}), TOLERANCE).table
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in (metrics_vs_dim(ranked), rate_distortion(ranked)):
+            fig.savefig(tmp_path / "chart.png")
+            plt.close(fig)
 
 
 def test_a_reference_run_is_ranked_and_shown_but_never_wins_under_either_rule():

@@ -3,6 +3,7 @@ file refused with one line that names the bad value."""
 
 import json
 
+import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -281,6 +282,23 @@ def test_a_sweep_on_identical_rows_exits_2_with_one_line_and_no_run(project):
     errors = [line for line in done.stderr.splitlines() if "distinct row" in line]
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert store_runs(project, "simreduce-same").empty
+
+
+@pytest.mark.slow
+def test_a_sweep_on_three_rows_copied_a_hundred_times_names_no_winner(project):
+    """Three directions pass the data module's count, but every query's 10th neighbour ties with its 11th (both
+    copies of it): recall@10 is NaN, not 1 by the order ties fall in, and no candidate wins."""
+    path = project / "three.npy"
+    np.save(path, copies(300, 0, 1, 2))
+    sweep = ["train.py", "-m", "data=vectors", f"data.path={path}", "encoder.dim=4,8", "eval.precisions=[float32]"]
+    done = run_python(sweep, project)
+    assert done.returncode == 1, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    assert "Traceback" not in console and "Warning" not in console
+    assert "every run of the sweep (2) has heldout/recall_at_10 NaN, so no candidate can win" in console
+    runs = job_runs(store_runs(project, "simreduce-three"))
+    assert list(runs.status) == ["FINISHED", "FINISHED"] and runs["metrics.heldout/recall_at_10"].isna().all()
+    assert mlflow.MlflowClient().search_registered_models() == []
 
 
 @pytest.mark.slow

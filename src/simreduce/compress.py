@@ -8,6 +8,7 @@ any earlier output as they were.
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from simreduce.experiment.config import config_group
 from simreduce.reducers.faiss_index import add_codes, faiss_index
 from simreduce.reducers.product_quantizer import import_faiss
 from simreduce.runtime.atomic import atomic_path
-from simreduce.runtime.errors import SimreduceError
+from simreduce.runtime.errors import DiskFull, SimreduceError, full_disk
 from simreduce.vectors.input_files import check_is_file
 from simreduce.vectors.vector_files import (
     CHUNK_ROWS,
@@ -87,13 +88,17 @@ def compress_file(
     if len(bad) and not drop_bad_rows:
         where = f"--input {str(spec.path)!r}"
         raise SimreduceError(bad_rows_message(where, len(bad), named, "fix them, or pass --drop-bad-rows"))
-    reduced = reduced_chunks(chunks, reducer, bad, n_rows)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_path) as tmp:
-        write = write_parquet if output_path.suffix == ".parquet" else write_npy
-        write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
-    if index is not None:
-        write_index(index, output_path, faiss_path, reducer.stored.name)
+    try:  # closing: a failed write ends the progress bar before its message, not after it
+        with closing(reduced_chunks(chunks, reducer, bad, n_rows)) as reduced, atomic_path(output_path) as tmp:
+            write = write_parquet if output_path.suffix == ".parquet" else write_npy
+            write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
+        if index is not None:
+            write_index(index, output_path, faiss_path, reducer.stored.name)
+    except OSError as e:
+        if (full := full_disk(e)) is None:
+            raise
+        raise DiskFull(f"--output {str(output_path)!r}", full.reason) from e
     return Written(n_rows - len(bad), reducer.dim, len(bad), reducer.stored.name)
 
 
@@ -162,10 +167,11 @@ def embedded_chunks(store, run_id: str | None, spec: VectorFileSpec) -> Chunks:
         )
     cfg = run_config(store, run_id)
     embedder, cache_dir = instantiate(cfg.embedder), config_group("paths").cache_dir
-    if source_kind == "texts":
-        source = TextSource(embedder, str(spec.path), cache_dir, spec.column, spec.id_column, cfg.data.max_length)
+    if source_kind == "texts":  # min_rows=1: pairs matter to training; one text or word compresses
+        path, max_length = str(spec.path), cfg.data.max_length
+        source = TextSource(embedder, path, cache_dir, spec.column, spec.id_column, max_length, min_rows=1)
     else:
-        source = WordSource(embedder, cache_dir, words_file=str(spec.path))
+        source = WordSource(embedder, cache_dir, words_file=str(spec.path), min_rows=1)
     loaded = source.load()
     vectors, ids = loaded.vectors.numpy(), loaded.ids
     return lambda: ((vectors[i : i + CHUNK_ROWS], ids[i : i + CHUNK_ROWS]) for i in range(0, len(ids), CHUNK_ROWS))
@@ -205,12 +211,13 @@ def reduced_chunks(chunks: Chunks, reducer, bad: np.ndarray, n_rows: int) -> Ite
 def write_npy(
     path: Path, chunks: Iterator[tuple[np.ndarray, list[str]]], n_rows: int, width: int, dtype: np.dtype
 ) -> None:
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, width))
-    row = 0
-    for reduced, _ in chunks:
-        out[row : row + len(reduced)] = reduced
-        row += len(reduced)
-    out.flush()
+    """The `.npy` header, then the chunks in order: written, not memory-mapped, so a full disk raises ENOSPC (a
+    mapped file's pages that find no space kill the process with SIGBUS, leaving its temporary file behind)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n_rows, width)}
+    with open(path, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for reduced, _ in chunks:
+            out.write(np.ascontiguousarray(reduced, dtype=dtype).tobytes())
 
 
 def write_parquet(

@@ -1,5 +1,12 @@
 """Whether a reducer keeps each row's nearest neighbours: kNN recall and trustworthiness within a row set,
-and recall@k of exact cosine search over the whole corpus."""
+and recall@k of exact cosine search over the whole corpus.
+
+Both recalls count only the rows whose true top k is determined: where the k-th and the (k+1)-th similarity tie
+(copies of one row, most often), which of the tied rows are "the" top k is a matter of index order, and so is
+whether a search finds them; such rows are left out, and a recall with none left is NaN (never a winner).
+"""
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -7,6 +14,27 @@ import torch.nn.functional as F
 from simreduce.reducers.losses import EPS
 
 NEIGHBOURS = 10
+TIE = 1e-6  # cosines closer than this are one value: float32 rounding of copies' products, not content
+
+
+class Neighbours(NamedTuple):
+    """Each row's nearest rows [n, k], best first, and their cosine similarities [n, k]."""
+
+    rows: torch.Tensor
+    sims: torch.Tensor
+
+
+def kept_share(truth: Neighbours, found: torch.Tensor, k: int) -> float:
+    """The share of each row's true top k among the first k of `found` [n, >= k], over the rows whose true top k is
+    determined: `truth` holds k + 1 neighbours to tell (k when there are no more rows: then all are). NaN when no
+    row's is."""
+    determined = torch.ones(len(truth.rows), dtype=torch.bool)
+    if truth.sims.shape[1] > k:
+        determined = truth.sims[:, k - 1] - truth.sims[:, k] > TIE
+    if not determined.any():
+        return float("nan")
+    hits = (truth.rows[determined, :k, None] == found[determined, None, :k]).any(dim=2)
+    return float(hits.double().mean())
 
 
 def neighbour_subset(indices: torch.Tensor, max_rows: int, seed: int) -> torch.Tensor:
@@ -17,18 +45,19 @@ def neighbour_subset(indices: torch.Tensor, max_rows: int, seed: int) -> torch.T
     return indices[pick.sort().values]
 
 
-def _nearest(unit_rows: torch.Tensor, k: int) -> torch.Tensor:
-    """[n, D] L2-normalised rows -> [n, k] indices of each row's k most cosine-similar other rows."""
+def _nearest(unit_rows: torch.Tensor, k: int) -> Neighbours:
+    """[n, D] L2-normalised rows -> each row's k most cosine-similar other rows."""
     sims = unit_rows @ unit_rows.T
     sims.fill_diagonal_(-torch.inf)
-    return sims.topk(k, dim=1).indices
+    top = sims.topk(k, dim=1)
+    return Neighbours(top.indices, top.values)
 
 
 @torch.no_grad()
 def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NEIGHBOURS) -> dict[str, float]:
     """[n, D] and [n, dim] vectors of one row set -> `knn_recall_at_<k>` (the share of each row's k nearest
-    neighbours that stay among its k nearest) and `trustworthiness_at_<k>` (scikit-learn, cosine); MLflow
-    does not allow `@` in metric names.
+    neighbours that stay among its k nearest, over the rows whose k nearest are determined) and
+    `trustworthiness_at_<k>` (scikit-learn, cosine); MLflow does not allow `@` in metric names.
 
     Empty when the set has 2k rows or fewer: trustworthiness is undefined there.
     """
@@ -38,11 +67,10 @@ def neighbour_metrics(original: torch.Tensor, reduced: torch.Tensor, k: int = NE
     if n <= 2 * k:
         return {}
     xo, xr = (F.normalize(x.double(), dim=1, eps=EPS) for x in (original, reduced))
-    before, after = _nearest(xo, k), _nearest(xr, k)
-    kept = (before[:, :, None] == after[:, None, :]).any(dim=2).double().mean()
+    kept = kept_share(_nearest(xo, k + 1), _nearest(xr, k).rows, k)
     # scikit-learn ranks the embedded space by euclidean distance, which on unit rows ranks as cosine does.
     trust = trustworthiness(xo.numpy(), xr.numpy(), n_neighbors=k, metric="cosine")
-    return {f"knn_recall_at_{k}": float(kept), f"trustworthiness_at_{k}": float(trust)}
+    return {f"knn_recall_at_{k}": kept, f"trustworthiness_at_{k}": float(trust)}
 
 
 @torch.no_grad()
@@ -52,14 +80,15 @@ def retrieval_recall(
     queries: torch.Tensor,
     ks: list[int],
     max_block: int = 2**24,
-    truth: torch.Tensor | None = None,
+    truth: Neighbours | None = None,
     query_vectors: torch.Tensor | None = None,
 ) -> dict[int, float]:
     """The search yardstick: each query row of `queries` searches all other rows of the corpus; recall@k is
-    the share of its true top k (by cosine of `original` [N, D]; `truth`, when `true_neighbours` found them
-    already) that the `reduced` [N, dim] rows also rank in their top k, averaged over the queries. Exact; the
-    corpus is read in blocks of rows whose [queries, block] similarities hold at most `max_block` entries, so
-    neither an N x N matrix nor a normalised copy of a (memory-mapped) `original` is ever made.
+    the share of its true top k (by cosine of `original` [N, D]; `truth`, its top max(ks) + 1 when
+    `true_neighbours` found them already) that the `reduced` [N, dim] rows also rank in their top k, averaged over
+    the queries whose true top k is determined (see `kept_share`). Exact; the corpus is read in blocks of rows
+    whose [queries, block] similarities hold at most `max_block` entries, so neither an N x N matrix nor a
+    normalised copy of a (memory-mapped) `original` is ever made.
 
     `query_vectors`: [N, dim] rows a query searches with instead of its own `reduced` row (float queries: the
     query reduced but not stored, against the stored corpus)."""
@@ -67,10 +96,9 @@ def retrieval_recall(
     if len(original) - 1 < k_max:
         return {}
     if truth is None:
-        truth = true_neighbours(original, queries, k_max, max_block)
-    retrieved = true_neighbours(reduced, queries, k_max, max_block, query_vectors)
-    hits = {k: (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k for k in ks}
-    return {k: hits[k] / len(queries) for k in ks}
+        truth = true_neighbours(original, queries, k_max + 1, max_block)
+    retrieved = true_neighbours(reduced, queries, k_max, max_block, query_vectors).rows
+    return {k: kept_share(truth, retrieved, k) for k in ks}
 
 
 def true_neighbours(
@@ -79,19 +107,19 @@ def true_neighbours(
     k: int,
     max_block: int = 2**24,
     query_vectors: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """[Q, k] indices of each query row's k most cosine-similar other rows of [N, w] `vectors`, best first,
-    reading blocks of rows whose [Q, block] similarities hold at most `max_block` entries; a query searches with
-    its row of `query_vectors` ([N, w], default `vectors`)."""
+) -> Neighbours:
+    """Each query row's k most cosine-similar other rows of [N, w] `vectors` ([Q, k], best first), reading blocks
+    of rows whose [Q, block] similarities hold at most `max_block` entries; a query searches with its row of
+    `query_vectors` ([N, w], default `vectors`)."""
     searched = vectors if query_vectors is None else query_vectors
     return _top_k(vectors, searched[queries], queries, k, max(k + 1, max_block // len(queries)))
 
 
 def _top_k(
     vectors: torch.Tensor, query_rows: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int
-) -> torch.Tensor:
-    """[Q, k] indices of the k rows of `vectors` most cosine-similar to each of the [Q, w] `query_rows` (the
-    rows `queries` excluded from their own results), best first: the running top k is merged with each block's."""
+) -> Neighbours:
+    """The k rows of `vectors` most cosine-similar to each of the [Q, w] `query_rows` (the rows `queries` excluded
+    from their own results), best first: the running top k is merged with each block's."""
     unit_queries = F.normalize(query_rows.float(), dim=1, eps=EPS)
     best_sims = torch.full((len(queries), 0), -torch.inf)
     best_rows = torch.empty((len(queries), 0), dtype=torch.long)
@@ -103,4 +131,4 @@ def _top_k(
         sims, picked = torch.cat([best_sims, sims], dim=1), torch.cat([best_rows, rows.expand(len(queries), -1)], dim=1)
         best_sims, top = sims.topk(min(k, sims.shape[1]), dim=1)
         best_rows = picked.gather(1, top)
-    return best_rows
+    return Neighbours(best_rows, best_sims)

@@ -138,10 +138,11 @@ METRIC_PANELS = {  # table column -> (panel title, log scale)
 def metrics_vs_dim(table: pd.DataFrame) -> Figure:
     """A sweep's selection table (see `ranking_table.run_table`) -> one panel per metric against `dim`, one line
     per reducer and precision; the rmse panel also draws the Eckart-Young bound that no embedding of that size
-    can beat."""
+    can beat. A log-scale panel with no positive value (every candidate exact: rows of fewer directions than its
+    size) is drawn on a linear scale: a log scale has nothing to show, and matplotlib refuses to draw it."""
     data = table.assign(
         abs_diff_mean=table.diff_mean.abs(),
-        diff_std=np.sqrt(table.diff_var),
+        diff_std=np.sqrt(table.diff_var.clip(lower=0)),  # a variance of exact copies rounds to -1e-19
         rmse_over_bound=table.fit_rmse / table.bound_rmse.where(table.bound_rmse > 0),
     ).sort_values("dim")
     fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
@@ -153,7 +154,7 @@ def metrics_vs_dim(table: pd.DataFrame) -> Figure:
             ax.plot(floor.index, floor.values, "k--", linewidth=1, label="Eckart-Young bound (√bound_ey, loose)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(data.dim.unique()), labels=[str(d) for d in sorted(data.dim.unique())])
-        if log_scale:
+        if log_scale and (data[column] > 0).any():
             ax.set_yscale("log")
         ax.set(title=title, xlabel="dim")
         ax.grid(alpha=0.3)

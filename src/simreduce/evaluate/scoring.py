@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from simreduce.evaluate.bounds import eckart_young_bound, pca_explained_variance
-from simreduce.evaluate.neighbours import neighbour_metrics, neighbour_subset, retrieval_recall, true_neighbours
+from simreduce.evaluate.neighbours import (
+    Neighbours,
+    neighbour_metrics,
+    neighbour_subset,
+    retrieval_recall,
+    true_neighbours,
+)
 from simreduce.evaluate.pairs import (
     PairSimilarities,
     difference_stats,
@@ -127,11 +133,12 @@ class OriginalSide:
         return {name: neighbour_subset(rows, count, self.settings.seed) for name, rows in self.rows.items()}
 
     @cached_property
-    def search_truths(self) -> dict[str, torch.Tensor]:
-        """Each pair set's queries' true top max(recall_k), where the corpus has that many other rows."""
+    def search_truths(self) -> dict[str, Neighbours]:
+        """Each pair set's queries' true top max(recall_k) + 1 (one more, to see a tie at the k-th), where the corpus
+        has max(recall_k) other rows."""
         k = max(self.settings.recall_k)
         return {
-            name: true_neighbours(self.vectors, queries, k)
+            name: true_neighbours(self.vectors, queries, k + 1)
             for name, queries in self.queries.items()
             if len(queries) and len(self.vectors) - 1 >= k
         }

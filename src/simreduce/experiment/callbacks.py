@@ -10,7 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from simreduce.runtime.distributed import is_rank_zero
-from simreduce.runtime.errors import StopRequested, exit_on_user_error, find_user_error
+from simreduce.runtime.errors import StopRequested, exit_on_user_error, explained
 from simreduce.runtime.signals import stop_signals_deferred
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class PrepareTrackingStore(Callback):
         from simreduce.experiment.settings import check_settings
 
         try:
-            with exit_on_user_error():
+            with exit_on_user_error(store=config.tracking.uri):
                 check_settings(config)
                 if not is_rank_zero():  # of a trainer=ddp job: rank 0 alone writes to the store
                     return
@@ -50,14 +50,15 @@ class SelectSweepWinner(Callback):
 
     The sweep exits 1 when any job failed (whether or not its MLflow run was opened) or selection failed, with
     a last line naming the failed jobs; retrying selection is suggested only where it can help (the runs are
-    there and readable, and something else went wrong).
+    there and readable, and something else went wrong). A job failed on a full disk means nothing is selected:
+    the runs that finished are a part of the sweep, and `@winner` stays where it was until the sweep is resumed.
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_rank_zero():  # of a trainer=ddp sweep: rank 0's jobs are the ones logged
             return
         from simreduce.experiment import summary as sweep
-        from simreduce.experiment.notes import FAILED_FILE, SKIPPED_FILE, job_notes
+        from simreduce.experiment.notes import FAILED_FILE, FULL_DISK_FILE, SKIPPED_FILE, job_notes
         from simreduce.experiment.selection import make_target
         from simreduce.experiment.tracking import TrackingStore
         from simreduce.experiment.tracking.sweeps import failed_sweep_runs, sweep_id_of
@@ -65,6 +66,14 @@ class SelectSweepWinner(Callback):
         sweep_id = config.tracking.sweep_id or sweep_id_of(config.hydra.sweep.dir)
         failed = {failed_job_name(line) for line in job_notes(config.hydra.sweep.dir, FAILED_FILE)}
         skipped = job_notes(config.hydra.sweep.dir, SKIPPED_FILE)
+        if full := job_notes(config.hydra.sweep.dir, FULL_DISK_FILE):
+            log.error(
+                "%d job(s) of sweep %s stopped on a full disk, so nothing was selected and @winner stays where it was: "
+                "free space, then run the same command again (the sizes that finished are skipped)",
+                len(full),
+                sweep_id,
+            )
+            raise SystemExit(1)
         if skipped and len(skipped) == len(list(Path(config.hydra.sweep.dir).glob("*/.hydra"))):
             print("\n".join([*skipped, f"sweep {sweep_id}: every size was skipped, so there is nothing to select."]))
             return  # the user asked for sizes that are no reduction: nothing failed
@@ -92,9 +101,9 @@ class SelectSweepWinner(Callback):
             )
             raise SystemExit(128 + stop.signum) from None
         except Exception as e:  # the runs are kept whatever went wrong
-            user_error = find_user_error(e)
-            retry = "" if user_error else f": retry with `simreduce select --sweep {sweep_id}`"
-            log.error("selection of sweep %s failed (%s)%s", sweep_id, user_error or f"{type(e).__name__}: {e}", retry)
+            known = explained(e, config.tracking.uri)
+            retry = "" if known else f": retry with `simreduce select --sweep {sweep_id}`"
+            log.error("selection of sweep %s failed (%s)%s", sweep_id, known or f"{type(e).__name__}: {e}", retry)
         exported = not (selected and config.select.get("export_to")) or export_selected(config, summaries)
         if failed:
             log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
@@ -110,7 +119,7 @@ def export_selected(config: DictConfig, summaries: list) -> bool:
         for exported in export_winners(config.tracking.uri, summaries, config.select.export_to):
             print(exported.report(), flush=True)
     except Exception as e:
-        error = find_user_error(e) or f"{type(e).__name__}: {e}"
+        error = explained(e, config.tracking.uri) or f"{type(e).__name__}: {e}"
         redo = f"simreduce export --model models:/<name>/<version> --to {config.select.export_to}"
         log.error("the winner was selected but not exported (%s): redo it with `%s`", error, redo)
         return False

@@ -54,9 +54,10 @@ def floor_table(cfg: DictConfig, dims: Sequence[int] | None = None) -> dict[int,
     (default: `floor.dims`)."""
     from simreduce.experiment.config import load_data  # Lightning: only once the config is valid
 
+    setting = "--dims" if dims else "floor.dims"
     dims = list(dims or cfg.floor.dims)
     for dim in dims:
-        check_size(dim)
+        check_size(dim, setting)
     train_vectors = load_data(cfg.data).train_vectors
     for dim in dims:  # all checked before the first, slow, optimisation
         check_dim(dim, train_vectors.shape[1])

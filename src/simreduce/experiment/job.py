@@ -15,11 +15,17 @@ from omegaconf import DictConfig
 
 from simreduce.experiment.config import load_data
 from simreduce.experiment.fitting import build_reducer, fit
-from simreduce.experiment.notes import FAILED_FILE, SKIPPED_FILE, in_multirun, write_job_note
+from simreduce.experiment.notes import (
+    SKIPPED_FILE,
+    clear_job_notes,
+    in_multirun,
+    write_failure_note,
+    write_job_note,
+)
 from simreduce.experiment.settings import job_name, oversized
 from simreduce.reducers.base import apply_net
 from simreduce.runtime import distributed
-from simreduce.runtime.errors import find_user_error
+from simreduce.runtime.errors import DiskFull, explained
 from simreduce.runtime.signals import stop_signals_deferred
 from simreduce.vectors.data import VectorDataModule
 
@@ -36,6 +42,8 @@ def run_job(cfg: DictConfig) -> float:
     job alike, so it stops the sweep at once. Over several processes a failure ends them all: the others' next
     collective would wait for it in vain.
     """
+    if in_multirun() and distributed.is_rank_zero():
+        clear_job_notes()
     with distributed.failures_shared():
         datamodule = load_data(cfg.data)
         if in_multirun() and (reason := oversized(cfg.encoder.dim, datamodule.dim, datamodule.source.kind)):
@@ -49,10 +57,10 @@ def run_job(cfg: DictConfig) -> float:
             except Exception as e:
                 if not in_multirun() or distributed.world().size > 1:
                     raise
-                user_error = find_user_error(e)
-                line = f"FAILED {job_name(cfg)}: {user_error or f'{type(e).__name__}: {e}'}".splitlines()[0]
-                log.error(line, exc_info=user_error is None)  # a bug keeps its traceback
-                write_job_note(FAILED_FILE, line)
+                known = explained(e, cfg.tracking.uri)
+                line = f"FAILED {job_name(cfg)}: {known or f'{type(e).__name__}: {e}'}".splitlines()[0]
+                log.error(line, exc_info=known is None)  # a bug keeps its traceback
+                write_failure_note(line, disk_full=isinstance(known, DiskFull))
                 return float("nan")
 
 

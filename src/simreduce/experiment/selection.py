@@ -18,9 +18,9 @@ the encoder's name).
 
 Either way, degenerate runs (`dim` at or above the number of training words, which can reach zero loss
 trivially) are ranked but cannot win, unless every run is degenerate; runs whose metrics are NaN (the score, the
-target's metric, or the Spearman of a side whose similarities are all alike, where recall is a matter of how ties
-fall) are ranked but never win; reference runs (another library's method, e.g. faiss product quantization) are
-ranked and charted but never win: they have no served model.
+target's metric, or the Spearman of a side whose similarities are all alike; recall is NaN where every query's
+k-th neighbour ties with the next: see `evaluate.neighbours`) are ranked but never win; reference runs (another
+library's method, e.g. faiss product quantization) are ranked and charted but never win: they have no served model.
 
 Pure pandas: the runs come in as a DataFrame, whoever read them.
 """
@@ -105,7 +105,7 @@ def _undefined_note(table: pd.DataFrame, metric: str | None = None) -> str:
     n = int((undefined & ~table.reference).sum())
     if not n:
         return ""
-    return f"; {n} run(s) with NaN metrics (all similarities alike: neighbours are ties) could not win"
+    return f"; {n} run(s) with NaN metrics (similarities all alike, or neighbours tied: copies of rows) could not win"
 
 
 def make_target(metric: str, value: float | None) -> Target | None:
@@ -159,7 +159,7 @@ def can_win(scored: pd.DataFrame) -> pd.DataFrame:
     if defined.empty:
         raise SimreduceError(
             f"every run of the sweep ({len(ours)}) has NaN metrics: its similarities are all alike, so no candidate "
-            "can win and recall would be an artefact of ties; check the data for copies of one row."
+            "can win and recall would be an artefact of ties; check the data for copies of rows."
         )
     return defined[~defined.degenerate] if not defined.degenerate.all() else defined
 
@@ -170,8 +170,9 @@ def _logged(runs: pd.DataFrame, metric: str) -> bool:
 
 def applied_target(runs: pd.DataFrame, target: Target) -> tuple[Target, str]:
     """`target` on a metric these runs logged, and what was changed to get there ("" when nothing was): a
-    held-out metric is read on the fit rows (their own queries) when no run has held-out rows."""
-    if _logged(runs, target.metric):
+    held-out metric is read on the fit rows (their own queries) when no run has held-out rows. A metric every run
+    logged as NaN is kept: `_select_by_target` says why none can win."""
+    if target.metric in runs:
         return target, ""
     on_fit = "fit/" + target.metric.removeprefix("heldout/")
     no_heldout = not any(_logged(runs, c) for c in runs.columns if c.startswith("heldout/"))
@@ -193,7 +194,14 @@ def _select_by_target(runs: pd.DataFrame, table: pd.DataFrame, asked: Target) ->
     )
     table = table.reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
-    eligible = can_win(table[table[metric].notna()])
+    scored = table[table[metric].notna()]
+    if scored.empty and not table.reference.all():
+        raise SimreduceError(
+            f"every run of the sweep ({len(table)}) has {metric} NaN, so no candidate can win: a recall is NaN when "
+            "every query ties at its k-th neighbour (copies of a few rows: which of them are its top k, and so its "
+            "recall, is a matter of row order); check the data for copies of rows."
+        )
+    eligible = can_win(scored)
     reaching = eligible[target.reached(eligible[metric])]
     met = not reaching.empty
     pool = reaching if met else eligible.sort_values(metric, ascending=better_first, kind="stable")

@@ -12,5 +12,5 @@ def train(cfg: DictConfig) -> float:
     # Imported once Hydra has read the command line: a bad override or `--help` answers before torch loads.
     from simreduce.experiment.job import run_job
 
-    with exit_on_user_error():
+    with exit_on_user_error(store=cfg.tracking.uri):
         return run_job(cfg)

@@ -104,9 +104,9 @@ class Reducer:
         return [Candidate(self.kind, self.dim, self.net, precision) for precision in precisions]
 
 
-def check_size(dim: int) -> None:
+def check_size(dim: int, setting: str = "encoder.dim") -> None:
     if not is_positive_int(dim):
-        raise SimreduceError(f"encoder.dim={dim!r} must be a positive integer.")
+        raise SimreduceError(f"{setting}={dim!r} must be a positive integer.")
 
 
 def check_dim(dim: int, in_dim: int) -> None:

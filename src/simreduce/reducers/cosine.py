@@ -24,6 +24,9 @@ DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-4}
 WARMUP_SHARE = 0.05  # of Adam's one-cycle schedule
 
 
+ROUNDING_LOSS = 1e-10  # a mean squared cosine difference this small is float32 rounding (1e-5 a cosine)
+
+
 def whitening_basis(found: Spectrum, n_rows: int, rtol: float = 1e-6) -> torch.Tensor:
     """The `cosine_spectrum` of [N, D] vectors -> [r, D]: its axes, each divided by its singular value and
     multiplied by sqrt(N), for the r singular values above `rtol` times the largest (near-dead input features
@@ -129,8 +132,11 @@ class CosineEncoder(TrainedReducer):
         return self
 
     def calibrate_loss(self, sample: torch.Tensor) -> None:
-        """Set `loss_scale`, the loss of `sample` at the start, which the optimiser's loss is divided by."""
-        self.loss_scale = self.loss(sample).item() or 1.0  # a perfect start has nothing to scale
+        """Set `loss_scale`, the loss of `sample` at the start, which the optimiser's loss is divided by. A perfect
+        start (rows of fewer directions than `dim`, which the SVD start keeps exactly) has nothing to scale: its
+        loss is float32 rounding, and dividing by it would blow the rounding up to NaN."""
+        start = self.loss(sample).item()
+        self.loss_scale = start if start > ROUNDING_LOSS else 1.0
 
     def pick_optimizer(self, n_train: int) -> str:
         """`optimizer`, with `auto` resolved: lbfgs when the `n_train` training words fit one batch, else adam."""

@@ -9,10 +9,14 @@ A job in one process initialises nothing here: `world()` is then rank 0 of 1 and
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
+
+from simreduce.runtime.errors import KnownFailure
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,11 @@ log = logging.getLogger(__name__)
 TIMEOUT = timedelta(minutes=30)
 FAILURE_KEY = "simreduce/failed"  # in the group's store: the first failed rank's error, for rank 0's run
 LAUNCH_ENV = ("WORLD_SIZE", "SLURM_NTASKS")  # set by torchrun / srun: without them this is one process
+# What gloo and NCCL say on a rank whose peer is gone (killed, crashed, out of memory): the peer's side of a
+# collective closed under it.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "remote process exited")
+PEER_LOST_TYPES = ("DistBackendError", "DistNetworkError")  # torch.distributed's, named: torch loads later
+GLOO_SOURCE = re.compile(r"^\[[^\]]*\.cc:\d+\] ")  # `[.../gloo/transport/tcp/pair.cc:537] ` before gloo's message
 
 T = TypeVar("T")
 
@@ -39,8 +48,8 @@ class World:
         return self.size // self.nodes
 
 
-class RankFailed(RuntimeError):
-    """Another rank failed: what rank 0 raises in place of the broken collective or stop signal that followed."""
+class RankFailed(KnownFailure):
+    """Another rank failed: what a rank raises in place of the broken collective or stop signal that followed."""
 
 
 def world() -> World:
@@ -136,19 +145,51 @@ def share(rows, rank: int, size: int):
 def failures_shared() -> Iterator[None]:
     """Around a rank's part of the job. On rank 0, an error that follows another rank's failure (a broken collective,
     torchrun's stop signal) is raised as that rank's error (`RankFailed`), so its run ends FAILED naming the cause;
-    on another rank, its error is written to the group's store for rank 0 to find, then raised as it was."""
+    on another rank, its own error is written to the group's store for rank 0 to find, then raised as it was. A rank
+    that died (killed, crashed) writes nothing: a collective broken by a lost peer is raised as `RankFailed` naming
+    the rank that stopped where that can be known, and where its log is."""
     try:
         yield
     except BaseException as e:
         if _Group.store is None or isinstance(e, RankFailed):
             raise
-        if world().rank != 0:
+        lost = lost_peer(e)
+        if world().rank != 0 and lost is None:
             with contextlib.suppress(Exception):  # the store went with rank 0: nobody is left to tell
                 _Group.store.compare_set(FAILURE_KEY, "", f"rank {world().rank}: {type(e).__name__}: {e}"[:2000])
             raise
-        if (found := peer_failure()) is None:
+        if (found := peer_failure()) is not None:
+            raise RankFailed(found) from e
+        if lost is None:
             raise
-        raise RankFailed(found) from e
+        raise RankFailed(stopped_rank_message(lost, world())) from e
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """What gloo or NCCL raised when a peer of this rank's collective went away, in short (`Read error
+    [127.0.0.1]:31148: Connection reset by peer`, without gloo's source line and advice), or None."""
+    while error is not None:
+        text = str(error).strip()
+        if marker := next((m for m in PEER_LOST if m in text), None):
+            return GLOO_SOURCE.sub("", text[: text.index(marker) + len(marker)].splitlines()[-1])
+        if any(kind.__name__ in PEER_LOST_TYPES for kind in type(error).__mro__):
+            return (text.splitlines() or [type(error).__name__])[0][:300]
+        error = error.__cause__
+    return None
+
+
+def stopped_rank_message(lost: str, me: World) -> str:
+    """A peer gone from `me`'s collective, in one line: the rank, where only one other rank exists (else "another
+    rank": the surviving process cannot tell which of them), and where its own log says why."""
+    who = f"rank {1 - me.rank}" if me.size == 2 else "another rank"
+    if error_file := os.environ.get("TORCHELASTIC_ERROR_FILE"):  # torchrun's: <log dir>/<attempt>/<local rank>/
+        attempt = Path(error_file).parent.parent
+        where = f"its output (with torchrun --redirects, {attempt}/<its local rank>/stderr.log) and torchrun's summary"
+    elif job := os.environ.get("SLURM_JOB_ID"):
+        where = f"the output of SLURM job {job}'s tasks (`sacct -j {job}` says how each ended)"
+    else:
+        where = "its output and the launcher's summary"
+    return f"{who} stopped during the job, so this rank's collective failed ({lost}): see {where}."
 
 
 def peer_failure() -> str | None:

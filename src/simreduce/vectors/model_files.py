@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -102,6 +103,16 @@ def _load(source: ModelSource, load: Callable[[bool], Loaded]) -> Loaded:
         raise _load_failure(source, str(e).splitlines()[0]) from e
 
 
+class UnusedHeadReport(logging.Filter):
+    """Drops transformers' load report when every weight it lists is UNEXPECTED: a checkpoint's task head (a causal
+    LM's `lm_head`), which the base model loaded here has no use for, on the console of every job. A report of
+    missing, mismatched or converted weights still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "LOAD REPORT" not in text or any(status in text for status in ("MISSING", "MISMATCH", "CONVERSION"))
+
+
 def load_pretrained(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False):
     """Tokenizer and base model (no LM head); a model that cannot be had fails fast with one clear message."""
     from transformers import AutoModel, AutoTokenizer
@@ -109,9 +120,14 @@ def load_pretrained(source: ModelSource, dtype: str = "float32", trust_remote_co
     def load(local_files_only: bool) -> tuple:
         kwargs = {"revision": _revision(source), "trust_remote_code": trust_remote_code}
         tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local_files_only, **kwargs)
-        model = AutoModel.from_pretrained(
-            source.location, local_files_only=local_files_only, dtype=_torch_dtype(dtype), **kwargs
-        )
+        reporter, unused_head = logging.getLogger("transformers.modeling_utils"), UnusedHeadReport()
+        reporter.addFilter(unused_head)
+        try:
+            model = AutoModel.from_pretrained(
+                source.location, local_files_only=local_files_only, dtype=_torch_dtype(dtype), **kwargs
+            )
+        finally:
+            reporter.removeFilter(unused_head)
         return tokenizer, model.eval()
 
     return _load(source, load)

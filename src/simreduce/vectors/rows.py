@@ -18,9 +18,11 @@ def shown(ids: list[str], n: int = 5, width: int = 40) -> str:
     return f"{cut}{more}"
 
 
-def check_enough_rows(n_rows: int, path: Path, what: str = "vector") -> None:
-    if n_rows < 2:
-        raise SimreduceError(f"{str(path)!r} holds {n_rows} {what}(s): there are no pairs to keep.")
+def check_enough_rows(n_rows: int, path: Path, what: str = "vector", least: int = 2) -> None:
+    """At least `least` rows: 2 to train on (pairs), 1 to compress."""
+    if n_rows < least:
+        why = "there are no pairs to keep" if least > 1 else "there is nothing to reduce"
+        raise SimreduceError(f"{str(path)!r} holds {n_rows} {what}(s): {why}.")
 
 
 def check_unique_ids(ids: list[str], path: Path, id_column: str | None) -> None:

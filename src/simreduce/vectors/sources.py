@@ -51,20 +51,29 @@ class VectorSource(Protocol):
 
 class WordSource:
     """Words embedded by a model: `words_file` (one word a line) when given, else the `n_words` most frequent
-    English words; vectors cached in `cache_dir` under the embedder's key and the word list."""
+    English words; vectors cached in `cache_dir` under the embedder's key and the word list. `min_rows`: 2 to train
+    on (pairs), 1 for compress."""
 
     kind = "words"
 
-    def __init__(self, embedder: Embedder, cache_dir: str | Path, n_words: int = 512, words_file: str | None = None):
+    def __init__(
+        self,
+        embedder: Embedder,
+        cache_dir: str | Path,
+        n_words: int = 512,
+        words_file: str | None = None,
+        min_rows: int = 2,
+    ):
         self.embedder = embedder
         self.cache = VectorCache(cache_dir)
         self.n_words = n_words
         self.words_file = words_file
+        self.min_rows = min_rows
         self._words: list[str] | None = None
 
     def ids(self) -> list[str]:
         if self._words is None:
-            self._words = load_words(self.n_words, self.words_file)
+            self._words = load_words(self.n_words, self.words_file, self.min_rows)
         return self._words
 
     def cache_key(self) -> dict[str, str]:
@@ -137,7 +146,8 @@ class VectorFileSource:
 
 class TextSource:
     """`data=texts`: a corpus (`texts.TEXT_SUFFIXES`) embedded by a model, with the model's own
-    sentence-transformers pooling when it has one; cached like words, under the texts' content hash."""
+    sentence-transformers pooling when it has one; cached like words, under the texts' content hash. `min_rows`:
+    2 to train on (pairs), 1 for compress."""
 
     kind = "texts"
 
@@ -149,6 +159,7 @@ class TextSource:
         column: str | None = None,
         id_column: str | None = None,
         max_length: int | None = None,
+        min_rows: int = 2,
     ):
         if path is None:
             raise SimreduceError("data=texts needs data.path=<a file of texts>, e.g. data.path=corpus.txt.")
@@ -157,13 +168,14 @@ class TextSource:
         self.column = column
         self.id_column = id_column
         self.max_length = max_length
+        self.min_rows = min_rows
         self.cache = VectorCache(cache_dir)
         self._corpus: Corpus | None = None
         self._key: dict[str, str] | None = None
 
     def corpus(self) -> Corpus:
         if self._corpus is None:
-            self._corpus = read_corpus(self.path, self.column, self.id_column)
+            self._corpus = read_corpus(self.path, self.column, self.id_column, self.min_rows)
         return self._corpus
 
     def ids(self) -> list[str]:

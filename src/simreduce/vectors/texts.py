@@ -20,8 +20,9 @@ class Corpus:
     ids: list[str]
 
 
-def read_corpus(path: Path, column: str | None = None, id_column: str | None = None) -> Corpus:
-    """The file's texts and ids; an empty text, a missing column or a repeated id is one line naming it."""
+def read_corpus(path: Path, column: str | None = None, id_column: str | None = None, min_rows: int = 2) -> Corpus:
+    """The file's texts and ids; an empty text, a missing column, a repeated id or fewer than `min_rows` texts (2
+    to train on, 1 to compress) is one line naming it."""
     check_is_file(path, "data.path=", f"pass a file of texts ({', '.join(TEXT_SUFFIXES)}).")
     vectors = path.suffix.lower() in VECTOR_SUFFIXES
     check_suffix(path, TEXT_SUFFIXES, " (a file of vectors is read by data=vectors)" if vectors else "")
@@ -30,7 +31,7 @@ def read_corpus(path: Path, column: str | None = None, id_column: str | None = N
     else:
         texts, ids = _read_table_columns(path, column, id_column)
     corpus = Corpus(texts, ids if ids is not None else [str(i) for i in range(len(texts))])
-    _check(corpus, path, id_column)
+    _check(corpus, path, id_column, min_rows)
     return corpus
 
 
@@ -68,11 +69,11 @@ def _read_table_columns(path: Path, column: str | None, id_column: str | None) -
     return texts, ids
 
 
-def _check(corpus: Corpus, path: Path, id_column: str | None) -> None:
+def _check(corpus: Corpus, path: Path, id_column: str | None, min_rows: int) -> None:
     if empty := [i for i, t in enumerate(corpus.texts) if not t.strip()]:
         raise SimreduceError(
             f"{setting('path', str(path))} has {len(empty)} empty text(s), at rows "
             f"{shown([corpus.ids[i] for i in empty])}: remove them."
         )
-    check_enough_rows(len(corpus.texts), path, "text")
+    check_enough_rows(len(corpus.texts), path, "text", min_rows)
     check_unique_ids(corpus.ids, path, id_column)

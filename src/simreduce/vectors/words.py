@@ -43,8 +43,9 @@ def read_words_file(path: str | Path) -> list[str]:
     return text_lines(text)
 
 
-def clean_words(words: list[str], source: str) -> list[str]:
-    """Strip whitespace, drop empty lines and repeats (keeping first occurrences), and say so."""
+def clean_words(words: list[str], source: str, min_words: int = 2) -> list[str]:
+    """Strip whitespace, drop empty lines and repeats (keeping first occurrences), and say so; fewer than
+    `min_words` left (2 to train on, 1 to compress) is refused."""
     stripped = [w.strip() for w in words]
     kept = list(dict.fromkeys(w for w in stripped if w))
     n_blank = sum(1 for w in stripped if not w)
@@ -53,15 +54,15 @@ def clean_words(words: list[str], source: str) -> list[str]:
         log.warning("%s: dropped %d empty line(s)", source, n_blank)
     if n_repeats:
         log.warning("%s: dropped %d repeated word(s)", source, n_repeats)
-    if len(kept) < 2:
-        raise SimreduceError(
-            f"{source} holds {len(kept)} distinct word(s): at least 2 are needed to compare similarities."
-        )
+    if len(kept) < min_words:
+        need = "at least 2 are needed to compare similarities" if min_words > 1 else "there is nothing to reduce"
+        raise SimreduceError(f"{source} holds {len(kept)} distinct word(s): {need}.")
     return kept
 
 
-def load_words(n_words: int, words_file: str | None = None) -> list[str]:
-    """`words_file` when given (all its words), else the `n_words` most frequent English words."""
+def load_words(n_words: int, words_file: str | None = None, min_words: int = 2) -> list[str]:
+    """`words_file` when given (all its words, at least `min_words`), else the `n_words` most frequent English
+    words."""
     if words_file is not None:
-        return clean_words(read_words_file(words_file), source=str(words_file))
+        return clean_words(read_words_file(words_file), str(words_file), min_words)
     return clean_words(top_english_words(n_words), source="wordfreq")

@@ -24,7 +24,7 @@ from simreduce.experiment.tracking.registry import REDUCER_MODEL_NAME, SPEC_KEY,
 from simreduce.experiment.tracking.store import TrackingStore
 from simreduce.reducers.precision import ROTATED, StoredForm, StoredPrecision
 from simreduce.reducers.weights import layer_spec, save_weights
-from simreduce.runtime.errors import StopRequested
+from simreduce.runtime.errors import StopRequested, explained
 
 CODE_MODEL = Path(__file__).with_name("code_model.py")  # run by MLflow to load a nested or rotated-code model
 
@@ -177,14 +177,16 @@ class JobRun:
 def job_run(
     store: TrackingStore, experiment_id: str, run_name: str, tags: dict[str, str], nested: bool = False
 ) -> Iterator[JobRun]:
-    """A run that ends FINISHED, FAILED with the error as tag `error` when the body raises, or KILLED when a
-    stop signal or Ctrl-C ends it. It is MLflow's active run meanwhile, for the calls that only exist in
-    fluent form (`log_model`); `nested`: a child of the active run (MLflow's tag `mlflow.parentRunId`)."""
+    """A run that ends FINISHED, FAILED with the error as tag `error` when the body raises (a known cause, a full disk
+    or a rank that died, as the one line a person sees), or KILLED when a stop signal or Ctrl-C ends it. It is
+    MLflow's active run meanwhile, for the calls that only exist in fluent form (`log_model`); `nested`: a child of
+    the active run (MLflow's tag `mlflow.parentRunId`)."""
     store.activate()
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested) as run:
         try:
             yield JobRun(store, run.info.run_id)
         except BaseException as e:
-            mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+            shown = explained(e, store.uri) or e
+            mlflow.set_tag("error", f"{type(shown).__name__}: {shown}"[:5000])
             mlflow.end_run("KILLED" if isinstance(e, KeyboardInterrupt | StopRequested) else "FAILED")
             raise

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from simreduce.runtime.errors import SimreduceError
+from simreduce.runtime.errors import SimreduceError, full_disk
 
 # Selection and compress read a few small artifacts back: a progress bar for each is noise.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -97,12 +97,14 @@ class TrackingStore:
     @contextlib.contextmanager
     def usable(self) -> Iterator[None]:
         """MLflow's and SQLAlchemy's errors from a store that cannot be read or written (a truncated or
-        read-only database, a file that is no database) as one line that says what to do."""
+        read-only database, a file that is no database, a full disk) as one line that says what to do."""
         try:
             yield
         except SimreduceError:
             raise
         except Exception as e:
+            if (full := full_disk(e, self.uri)) is not None:  # the store is fine: its disk is not
+                raise full from e
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise SimreduceError(
                 f"the MLflow store {self.uri} cannot be used ({reason}): check that the file is a readable and "
