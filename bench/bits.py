@@ -47,7 +47,7 @@ class Yardstick:
 
     def __init__(self, vectors: torch.Tensor, queries: torch.Tensor):
         self.vectors, self.queries = vectors, queries
-        self.truth = true_neighbours(vectors, queries, K)
+        self.truth = true_neighbours(vectors, queries, K + 1)  # K + 1: whether each true top K is determined
 
     def recall(self, stored: torch.Tensor, unstored: torch.Tensor) -> float:
         found = retrieval_recall(self.vectors, stored, self.queries, [K], truth=self.truth, query_vectors=unstored)

@@ -20,6 +20,7 @@ from bits import K, Yardstick, split
 from common import machine_summary, print_table
 from safetensors.torch import load_file
 
+from simreduce.evaluate.neighbours import Neighbours, kept_share
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.closed_form import SVDReducer
 from simreduce.reducers.faiss_index import add_codes, faiss_index, search_by_cosine
@@ -31,10 +32,11 @@ CANDIDATES = (  # (dim, form): the best candidates at 16, 32 and 64 bytes in ben
 )  # fmt: skip
 
 
-def recall_of(rows: np.ndarray, queries: torch.Tensor, truth: torch.Tensor) -> float:
-    """recall@K of [Q, K + 1] found rows, each query's own row left out (it is stored too)."""
+def recall_of(rows: np.ndarray, queries: torch.Tensor, truth: Neighbours) -> float:
+    """recall@K of [Q, K + 1] found rows, each query's own row left out (it is stored too), as the yardstick counts
+    it (`kept_share`)."""
     found = [[r for r in row if r != q][:K] for q, row in zip(queries.tolist(), rows, strict=True)]
-    return float(np.mean([len(set(t) & set(f)) / K for t, f in zip(truth.tolist(), found, strict=True)]))
+    return kept_share(truth, torch.tensor(found), K)
 
 
 def main() -> None:

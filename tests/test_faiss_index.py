@@ -11,7 +11,7 @@ from helpers.project import compose_config, store_runs, store_uri
 from torch import nn
 
 from simreduce.cli import main
-from simreduce.evaluate.neighbours import true_neighbours
+from simreduce.evaluate.neighbours import kept_share, true_neighbours
 from simreduce.evaluate.scoring import EvalSettings, OriginalSide
 from simreduce.experiment.config import load_data
 from simreduce.experiment.job import run_job
@@ -102,12 +102,12 @@ def test_compress_writes_a_faiss_index_that_finds_the_neighbours_the_run_counted
     vectors = datamodule.vectors
     held_out = OriginalSide(vectors, datamodule.train_idx, datamodule.val_idx, EvalSettings(max_queries=40))
     queries = held_out.queries["heldout"]
-    true = true_neighbours(vectors, queries, 10).numpy()
+    truth = true_neighbours(vectors, queries, 11)  # 11: whether each query's true top 10 is determined
 
     def recall(rows: np.ndarray) -> float:
         """The yardstick's: each query's 10 nearest other rows (its own row, stored too, left out)."""
         found = [[r for r in row if r != q][:10] for q, row in zip(queries.tolist(), rows, strict=True)]
-        return float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(true, found, strict=True)]))
+        return kept_share(truth, torch.tensor(found), 10)
 
     _, reranked = search_by_cosine(index, vectors[queries].numpy(), k=11, k_factor=N // 11)
     assert recall(reranked) == pytest.approx(run["metrics.heldout/recall_at_10"])
