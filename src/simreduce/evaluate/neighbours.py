@@ -1,10 +1,11 @@
 """Whether a reducer keeps each row's nearest neighbours: kNN recall and trustworthiness within a row set,
-and recall@k of exact cosine search over the whole corpus."""
+and recall@k of exact cosine search over the whole corpus (its search: `simreduce.reducers.nearest`)."""
 
 import torch
 import torch.nn.functional as F
 
 from simreduce.reducers.losses import EPS
+from simreduce.reducers.nearest import true_neighbours
 
 NEIGHBOURS = 10
 
@@ -71,36 +72,3 @@ def retrieval_recall(
     retrieved = true_neighbours(reduced, queries, k_max, max_block, query_vectors)
     hits = {k: (truth[:, :k, None] == retrieved[:, None, :k]).any(dim=2).sum().item() / k for k in ks}
     return {k: hits[k] / len(queries) for k in ks}
-
-
-def true_neighbours(
-    vectors: torch.Tensor,
-    queries: torch.Tensor,
-    k: int,
-    max_block: int = 2**24,
-    query_vectors: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """[Q, k] indices of each query row's k most cosine-similar other rows of [N, w] `vectors`, best first,
-    reading blocks of rows whose [Q, block] similarities hold at most `max_block` entries; a query searches with
-    its row of `query_vectors` ([N, w], default `vectors`)."""
-    searched = vectors if query_vectors is None else query_vectors
-    return _top_k(vectors, searched[queries], queries, k, max(k + 1, max_block // len(queries)))
-
-
-def _top_k(
-    vectors: torch.Tensor, query_rows: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int
-) -> torch.Tensor:
-    """[Q, k] indices of the k rows of `vectors` most cosine-similar to each of the [Q, w] `query_rows` (the
-    rows `queries` excluded from their own results), best first: the running top k is merged with each block's."""
-    unit_queries = F.normalize(query_rows.float(), dim=1, eps=EPS)
-    best_sims = torch.full((len(queries), 0), -torch.inf)
-    best_rows = torch.empty((len(queries), 0), dtype=torch.long)
-    for start in range(0, len(vectors), block_rows):
-        block = F.normalize(vectors[start : start + block_rows].float(), dim=1, eps=EPS)
-        rows = torch.arange(start, start + len(block))
-        sims = unit_queries @ block.T
-        sims[queries[:, None] == rows[None, :]] = -torch.inf  # a query is not its own neighbour
-        sims, picked = torch.cat([best_sims, sims], dim=1), torch.cat([best_rows, rows.expand(len(queries), -1)], dim=1)
-        best_sims, top = sims.topk(min(k, sims.shape[1]), dim=1)
-        best_rows = picked.gather(1, top)
-    return best_rows
