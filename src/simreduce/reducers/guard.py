@@ -45,6 +45,7 @@ class KeepBetterMap(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         end_recall = kept_neighbours(pl_module, self.rows, self.truth, pl_module.dims)
         if end_recall < self.start_recall:
-            log.info("training ended below its start on the guard rows (%.4f < %.4f): the start is kept",
-                     end_recall, self.start_recall)  # fmt: skip
+            log.info(
+                "trained map below its start on the guard rows (%.4f < %.4f): start kept", end_recall, self.start_recall
+            )
             pl_module.load_state_dict(self.start)
