@@ -46,17 +46,19 @@ def start_and_wait_until_training(args: list[str], root: Path, run_name: str) ->
 def test_failing_job_is_marked_failed_oversized_ones_are_skipped_and_the_sweep_goes_on(
     project, tmp_path, tiny_llama, words_file
 ):
-    # lbfgs on mini-batches fails inside its run; dim 40 is no reduction of the 32-d tiny model: no run at all.
-    sweep = ["encoder.dim=4,40", "encoder.optimizer=lbfgs,auto", "data.batch_size=8"]
+    # More neighbours than training words fails inside its run (where the rows are first seen); dim 40 is no
+    # reduction of the 32-d tiny model: no run at all.
+    sweep = ["encoder.dim=4,40", "encoder.loss=neighbours", "encoder.neighbours_k=100,3"]
     proc = run_python(tiny_sweep(tiny_llama, words_file, tmp_path / "sweep", *sweep), tmp_path)
     assert proc.returncode == 1
     runs = store_runs(tmp_path)
-    jobs = job_runs(runs).set_index("params.encoder.optimizer")
+    jobs = job_runs(runs).set_index("params.encoder.neighbours_k")
     assert list(job_runs(runs)["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0004"]
     assert (
-        jobs.loc["lbfgs", "status"] == "FAILED" and "encoder.optimizer=lbfgs needs" in jobs.loc["lbfgs", "tags.error"]
+        jobs.loc["100", "status"] == "FAILED"
+        and "encoder.neighbours_k=100 is not below" in jobs.loc["100", "tags.error"]
     )
-    assert jobs.loc["auto", "status"] == "FINISHED"
+    assert jobs.loc["3", "status"] == "FINISHED"
     summary = runs[runs["tags.mlflow.runName"].str.startswith("sweep-")].iloc[0]
     assert summary["tags.failed_runs"] == "cosine-d0004"
     skipped = "encoder.dim=40 skipped: not below the 32-d input"

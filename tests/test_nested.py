@@ -132,7 +132,7 @@ def test_lbfgs_turns_a_rotation_of_the_outputs_that_keeps_the_whole_map_and_fold
     assert encoder.output_rotation is None
     assert [name for name, _ in encoder.named_parameters()] == ["net.0.weight"]
     torch.testing.assert_close(encoder.net(vectors), rotated, atol=1e-5, rtol=1e-5)
-    mini_batches = NestedCosineEncoder(16, [2, 4, 8], batch_size=10).fit(vectors)
+    mini_batches = NestedCosineEncoder(16, [2, 4, 8], batch_size=10, optimizer="adam").fit(vectors)
     assert mini_batches.optimizer_name == "adam" and mini_batches.output_rotation is None
 
 
@@ -141,10 +141,12 @@ def test_adam_peaks_at_adam_lr_unless_lr_is_set_and_lbfgs_keeps_its_step_scale(l
     from simreduce.reducers.cosine import CosineEncoder
 
     vectors = torch.randn(30, 16) * torch.linspace(2, 0.2, 16)
-    encoder = NestedCosineEncoder(16, [2, 4, 8], lr=lr, batch_size=10).fit(vectors)
+    encoder = NestedCosineEncoder(16, [2, 4, 8], lr=lr, batch_size=10, optimizer="adam").fit(vectors)
     assert encoder.optimizer_name == "adam"
     assert encoder.configure_optimizers()["optimizer"].param_groups[0]["max_lr"] == peak
-    single = CosineEncoder(16, 8, batch_size=10).fit(vectors)  # a per-size encoder keeps cosine's 1e-4
+    single = CosineEncoder(16, 8, batch_size=10, optimizer="adam").fit(
+        vectors
+    )  # a per-size encoder keeps cosine's 1e-4
     assert single.configure_optimizers()["optimizer"].param_groups[0]["max_lr"] == 1e-4
     full_batch = NestedCosineEncoder(16, [2, 4, 8], lr=lr).fit(vectors)
     assert full_batch.configure_optimizers().param_groups[0]["lr"] == (lr or 1.0)

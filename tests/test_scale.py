@@ -161,6 +161,7 @@ def test_mini_batch_training_and_sampled_evaluation_run_end_to_end(project, tiny
             *tiny_overrides(tiny_llama, words_file),
             "encoder.dim=4",
             "data.batch_size=8",
+            "encoder.optimizer=adam",
             "eval.max_exact_n=20",
             "eval.n_sampled_pairs=300",
         ]
@@ -168,7 +169,7 @@ def test_mini_batch_training_and_sampled_evaluation_run_end_to_end(project, tiny
     run_job(cfg)
     run = store_runs(project).iloc[0]
     assert run.status == "FINISHED"
-    assert run["params.encoder.optimizer"] == "auto" and run["params.optimizer_used"] == "adam"
+    assert run["params.encoder.optimizer"] == "adam" and run["params.optimizer_used"] == "adam"
     assert run["metrics.train/lr"] < 1e-6  # the schedule's end
     assert run["metrics.fit/n_pairs"] == 300 and run["metrics.heldout/n_pairs"] == 300
     assert np.isfinite(run["metrics.fit/rmse"]) and np.isfinite(run["metrics.heldout/rmse"])

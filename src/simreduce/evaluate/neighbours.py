@@ -1,27 +1,19 @@
 """Whether a reducer keeps each row's nearest neighbours: kNN recall and trustworthiness within a row set,
-and recall@k of exact cosine search over the whole corpus.
+and recall@k of exact cosine search over the whole corpus (its search: `simreduce.reducers.nearest`).
 
 Both recalls count only the rows whose true top k is determined: where the k-th and the (k+1)-th similarity tie
 (copies of one row, most often), which of the tied rows are "the" top k is a matter of index order, and so is
 whether a search finds them; such rows are left out, and a recall with none left is NaN (never a winner).
 """
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
-from simreduce.reducers.losses import EPS
+from simreduce.reducers.losses import EPS, Neighbours
+from simreduce.reducers.nearest import true_neighbours
 
 NEIGHBOURS = 10
 TIE = 1e-6  # cosines closer than this are one value: float32 rounding of copies' products, not content
-
-
-class Neighbours(NamedTuple):
-    """Each row's nearest rows [n, k], best first, and their cosine similarities [n, k]."""
-
-    rows: torch.Tensor
-    sims: torch.Tensor
 
 
 def kept_share(truth: Neighbours, found: torch.Tensor, k: int) -> float:
@@ -29,8 +21,8 @@ def kept_share(truth: Neighbours, found: torch.Tensor, k: int) -> float:
     determined: `truth` holds k + 1 neighbours to tell (k when there are no more rows: then all are). NaN when no
     row's is."""
     determined = torch.ones(len(truth.rows), dtype=torch.bool)
-    if truth.sims.shape[1] > k:
-        determined = truth.sims[:, k - 1] - truth.sims[:, k] > TIE
+    if truth.similarities.shape[1] > k:
+        determined = truth.similarities[:, k - 1] - truth.similarities[:, k] > TIE
     if not determined.any():
         return float("nan")
     hits = (truth.rows[determined, :k, None] == found[determined, None, :k]).any(dim=2)
@@ -99,36 +91,3 @@ def retrieval_recall(
         truth = true_neighbours(original, queries, k_max + 1, max_block)
     retrieved = true_neighbours(reduced, queries, k_max, max_block, query_vectors).rows
     return {k: kept_share(truth, retrieved, k) for k in ks}
-
-
-def true_neighbours(
-    vectors: torch.Tensor,
-    queries: torch.Tensor,
-    k: int,
-    max_block: int = 2**24,
-    query_vectors: torch.Tensor | None = None,
-) -> Neighbours:
-    """Each query row's k most cosine-similar other rows of [N, w] `vectors` ([Q, k], best first), reading blocks
-    of rows whose [Q, block] similarities hold at most `max_block` entries; a query searches with its row of
-    `query_vectors` ([N, w], default `vectors`)."""
-    searched = vectors if query_vectors is None else query_vectors
-    return _top_k(vectors, searched[queries], queries, k, max(k + 1, max_block // len(queries)))
-
-
-def _top_k(
-    vectors: torch.Tensor, query_rows: torch.Tensor, queries: torch.Tensor, k: int, block_rows: int
-) -> Neighbours:
-    """The k rows of `vectors` most cosine-similar to each of the [Q, w] `query_rows` (the rows `queries` excluded
-    from their own results), best first: the running top k is merged with each block's."""
-    unit_queries = F.normalize(query_rows.float(), dim=1, eps=EPS)
-    best_sims = torch.full((len(queries), 0), -torch.inf)
-    best_rows = torch.empty((len(queries), 0), dtype=torch.long)
-    for start in range(0, len(vectors), block_rows):
-        block = F.normalize(vectors[start : start + block_rows].float(), dim=1, eps=EPS)
-        rows = torch.arange(start, start + len(block))
-        sims = unit_queries @ block.T
-        sims[queries[:, None] == rows[None, :]] = -torch.inf  # a query is not its own neighbour
-        sims, picked = torch.cat([best_sims, sims], dim=1), torch.cat([best_rows, rows.expand(len(queries), -1)], dim=1)
-        best_sims, top = sims.topk(min(k, sims.shape[1]), dim=1)
-        best_rows = picked.gather(1, top)
-    return Neighbours(best_rows, best_sims)

@@ -33,11 +33,13 @@ def build_reducer(cfg: DictConfig, in_dim: int) -> Reducer:
 
 def fit(reducer: Reducer, datamodule: VectorDataModule, trainer_cfg: DictConfig, logger=False) -> int:
     """Fit `reducer` to the data: its closed-form fit (a baseline's whole fit, an encoder's start), then
-    Lightning's fit loop when it trains, its curves written by `logger`. Returns the training steps taken."""
+    Lightning's fit loop when it trains, on the batches it asked for (`full_batch`: every fit row as one), its
+    curves written by `logger`. Returns the training steps taken."""
     reducer.fit(datamodule.fit_vectors)
     raise_if_stop_requested()
     if not reducer.trains:
         return 0
+    datamodule.full_batch = reducer.full_batch
     with quiet_dependencies(verbose=hydra_verbose()):
         trainer = instantiate(trainer_cfg, logger=logger)
         trainer.callbacks.append(StopAtSignal())

@@ -5,19 +5,28 @@ from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 from torch.nn.utils import parametrize
 
 from simreduce.reducers.base import build_mlp, check_dim, check_lr, set_linear
-from simreduce.reducers.losses import prefix_cosine_losses
-from simreduce.reducers.spectrum import Spectrum, cosine_spectrum
+from simreduce.reducers.guard import KeepBetterMap
+from simreduce.reducers.losses import (
+    Neighbours,
+    batch_neighbours,
+    check_objective,
+    neighbour_prefix_losses,
+    prefix_cosine_losses,
+)
+from simreduce.reducers.nearest import row_neighbours
+from simreduce.reducers.spectrum import cosine_spectrum
 from simreduce.reducers.training import StopOnPlateau, TrainedReducer
+from simreduce.reducers.whitening import WhitenedInput, whitening_basis
 from simreduce.runtime.errors import SimreduceError
 
 log = logging.getLogger(__name__)
 
 INITS = ("pca", "random")
 OPTIMIZERS = ("auto", "lbfgs", "adam")
+GUARD_ROWS = 2000  # training rows whose nearest neighbours `KeepBetterMap` counts
 # lbfgs: the step scale its line search starts from; adam: the peak of its one-cycle schedule, in whitened
 # coordinates (1e-3 already undoes the svd start's advantage on 2048-d vectors).
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-4}
@@ -27,18 +36,6 @@ WARMUP_SHARE = 0.05  # of Adam's one-cycle schedule
 ROUNDING_LOSS = 1e-10  # a mean squared cosine difference this small is float32 rounding (1e-5 a cosine)
 
 
-def whitening_basis(found: Spectrum, n_rows: int, rtol: float = 1e-6) -> torch.Tensor:
-    """The `cosine_spectrum` of [N, D] vectors -> [r, D]: its axes, each divided by its singular value and
-    multiplied by sqrt(N), for the r singular values above `rtol` times the largest (near-dead input features
-    drop out).
-
-    `normalize(x) @ basis.T` are whitened coordinates: over the training words every direction they span has
-    unit mean square.
-    """
-    keep = found.singular_values > rtol * found.singular_values[0]
-    return (found.axes[keep] * (n_rows**0.5 / found.singular_values[keep, None])).float()
-
-
 def warmup_share(steps: int) -> float:
     """The share of `steps` Adam's one-cycle schedule warms up over: 5%, but at least two steps (a warm-up that
     ends after exactly one step divides by zero in `OneCycleLR`, e.g. at `encoder.steps=20`)."""
@@ -46,35 +43,24 @@ def warmup_share(steps: int) -> float:
     return warmup / steps if warmup < steps else WARMUP_SHARE
 
 
-class WhitenedInput(nn.Module):
-    """Parametrises a first-layer weight [out, D] as coords [out, r] @ basis [r, D] (see `whitening_basis`).
-
-    The map is the same; only the coordinates the optimiser moves change. In raw coordinates the loss is
-    as ill-conditioned as the input's spectrum, and L-BFGS from the PCA start stalls above the floor at large
-    dims; in whitened ones (every direction of the training rows has unit mean square) it reaches the floor.
-    """
-
-    def __init__(self, basis: torch.Tensor):
-        super().__init__()
-        self.register_buffer("basis", basis)
-
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        return coords @ self.basis
-
-    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight @ torch.linalg.pinv(self.basis)
-
-
 class CosineEncoder(TrainedReducer):
     """The decoder-less encoder: `x -> net(x)`, trained so that cos_sim(net(x)) matches cos_sim(x).
 
     Trained on the first layer's whitened coordinates (`WhitenedInput`), from the `svd` baseline when
-    `init=pca`, by one of two optimisers (`optimizer=auto` picks by whether the training words fit one batch):
+    `init=pca`, by one of two optimisers (`optimizer=auto` is lbfgs):
     - `lbfgs`: full-batch L-BFGS (one iteration per step, strong-Wolfe line search), stopped once the loss has
       fallen by less than `plateau_tolerance` (relative) over the last `plateau_patience` steps (`StopOnPlateau`),
-      or after `steps`. It needs the same batch at every step: every training word in one batch.
-    - `adam`: Adam on shuffled mini-batches (each batch's loss, so memory grows with the batch, not with N), with
-      a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
+      or after `steps`. Its one batch is every training row up to `data.max_fit_rows` (a seeded sample above, the
+      rows `fit` sees; `full_batch` tells the data module): the Gram-form loss costs O(N D^2) a step, and on real
+      sentences this ends as high as 1,000 Adam steps on mini-batches, in a twentieth of the time.
+    - `adam`: Adam on shuffled mini-batches of `data.batch_size` (each batch's loss, so memory grows with the batch,
+      not with N), with a one-cycle schedule (5% warm-up to `lr`, cosine decay) over exactly `steps` steps.
+    The objective (`loss`): `pairs`, the mean squared error of every pair's cosine, or `neighbours`, that plus
+    `neighbours_weight` times the same error over the pairs a search gets right or wrong: each row's `neighbours_k`
+    nearest rows of the batch by original cosine, and its `neighbours_k` nearest by the output's (a full batch's
+    found once, in blocks, the output's from the start).
+    Training ends on the start's map when that keeps more of a slice of training rows' nearest neighbours than the
+    trained one (`KeepBetterMap`): the loss is a proxy for search, and an end below the start is never kept.
     Over several processes (`trainer=ddp`) both are sharded alike: each rank encodes its share of the batch, the
     loss is the whole batch's on every rank (`global_batch`), so every rank holds the same gradient and takes the
     same step, L-BFGS's line search included.
@@ -95,6 +81,10 @@ class CosineEncoder(TrainedReducer):
         steps: int = 1000,
         plateau_patience: int = 10,
         plateau_tolerance: float = 1e-4,
+        loss: str = "pairs",
+        neighbours_k: int = 10,
+        neighbours_weight: float = 1.0,
+        temperature: float = 0.05,
     ):
         super().__init__()
         check_dim(dim, in_dim)
@@ -103,12 +93,16 @@ class CosineEncoder(TrainedReducer):
             raise SimreduceError(f"encoder.init={init!r} is not one of {INITS}.")
         if optimizer not in OPTIMIZERS:
             raise SimreduceError(f"encoder.optimizer={optimizer!r} is not one of {OPTIMIZERS}.")
+        check_objective(loss, neighbours_k, neighbours_weight, temperature)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.dim = dim
         self.net = build_mlp(in_dim, list(hidden), dim)
         self.dims = [dim]  # the output widths the loss is taken at (a nested encoder: each prefix)
         self.optimizer_name = optimizer
+        self.full_batch = False  # set by `fit`: train on one batch of every fit row (the data module serves it)
+        self.fixed_neighbours: Neighbours | None = None  # a full batch's, found once by `fit`
+        self.guard_rows: torch.Tensor | None = None  # [<= GUARD_ROWS, D] training rows `KeepBetterMap` scores
         self.loss_scale = 1.0
         # The objective weighs `loss_terms` (one term here; a nested encoder has one per prefix).
         self.register_buffer("term_weights", torch.ones(1), persistent=False)
@@ -118,7 +112,10 @@ class CosineEncoder(TrainedReducer):
         geometry), so training only refines the best projection instead of searching from noise (an MLP keeps
         its random init); then move the first layer to whitened coordinates."""
         n_train = len(train_vectors)
-        self.optimizer_name = self.pick_optimizer(n_train)
+        self.optimizer_name = self.pick_optimizer()
+        self.full_batch = self.optimizer_name == "lbfgs"
+        picked = torch.randperm(n_train, generator=torch.Generator().manual_seed(0))[:GUARD_ROWS]
+        self.guard_rows = train_vectors[picked.sort().values]
         found = cosine_spectrum(train_vectors)
         first = self.net[0]
         if self.hparams.init == "pca" and not self.hparams.hidden:
@@ -127,8 +124,18 @@ class CosineEncoder(TrainedReducer):
             else:  # a degenerate size (the study's 1024 of 2048-d, say): the SVD has fewer components than dim
                 log.info("dim %d is not below the %d training words: random init", self.dim, n_train)
         parametrize.register_parametrization(first, "weight", WhitenedInput(whitening_basis(found, n_train)))
-        with torch.no_grad():
-            self.calibrate_loss(train_vectors[: self.hparams.batch_size])  # a mini-batch's loss sets the scale as well
+        if self.hparams.loss != "pairs":
+            if self.hparams.neighbours_k >= n_train:
+                raise SimreduceError(
+                    f"encoder.neighbours_k={self.hparams.neighbours_k} is not below the {n_train} training rows: each "
+                    "row needs that many others; lower it or add rows."
+                )
+            if self.full_batch:  # the start's search: its wrong neighbours are the ones to move
+                with torch.no_grad():
+                    start = self(train_vectors)
+                self.fixed_neighbours = row_neighbours(train_vectors, self.hparams.neighbours_k, start)
+        with torch.no_grad():  # the first batch's loss sets the scale (a mini-batch's as well as any)
+            self.calibrate_loss(train_vectors if self.full_batch else train_vectors[: self.hparams.batch_size])
         return self
 
     def calibrate_loss(self, sample: torch.Tensor) -> None:
@@ -138,25 +145,29 @@ class CosineEncoder(TrainedReducer):
         start = self.loss(sample).item()
         self.loss_scale = start if start > ROUNDING_LOSS else 1.0
 
-    def pick_optimizer(self, n_train: int) -> str:
-        """`optimizer`, with `auto` resolved: lbfgs when the `n_train` training words fit one batch, else adam."""
-        batch_size = self.hparams.batch_size
-        full_batch = batch_size is None or batch_size >= n_train
-        if self.hparams.optimizer == "auto":
-            picked = "lbfgs" if full_batch else "adam"
-            log.debug("encoder.optimizer=auto: %s (%d training words, batch size %s)", picked, n_train, batch_size)
-            return picked
-        if self.hparams.optimizer == "lbfgs" and not full_batch:
-            raise SimreduceError(
-                f"encoder.optimizer=lbfgs needs every training word in one batch, but data.batch_size={batch_size} is "
-                f"below the {n_train} training words: use encoder.optimizer=adam (or auto), or raise data.batch_size."
-            )
-        return self.hparams.optimizer
+    def pick_optimizer(self) -> str:
+        """`optimizer`, with `auto` resolved: lbfgs on the full batch (see the class docstring)."""
+        return "lbfgs" if self.hparams.optimizer == "auto" else self.hparams.optimizer
 
     def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
-        """[T] the losses the objective weighs by `term_weights`: the cosine loss of the output's first d values for
-        each d in `dims`, here the whole output."""
-        return prefix_cosine_losses(*self.global_batch(batch, self(batch)), self.dims)
+        """[T] the losses the objective weighs by `term_weights`, one per width d in `dims` (here the whole output):
+        the pair loss of the output's first d values, plus with `loss=neighbours` its neighbour term."""
+        original, reduced = self.global_batch(batch, self(batch))
+        terms = prefix_cosine_losses(original, reduced, self.dims)
+        if self.hparams.loss != "pairs":
+            neighbours = self.batch_neighbours(original, reduced)
+            temperature = self.hparams.temperature if self.hparams.loss == "listwise" else None
+            kept = neighbour_prefix_losses(reduced, neighbours, self.dims, temperature)
+            terms = terms + self.hparams.neighbours_weight * kept
+        return terms
+
+    def batch_neighbours(self, original: torch.Tensor, reduced: torch.Tensor) -> Neighbours:
+        """The `Neighbours` of a batch, [N, D] and its [N, dim] output: the full batch's, found by `fit` from the
+        start's output, while training on it (a batch of as many rows, in training mode); else this batch's own."""
+        fixed = self.fixed_neighbours
+        if fixed is not None and self.training and len(fixed.rows) == len(original):
+            return fixed.to(original.device)
+        return batch_neighbours(original, self.hparams.neighbours_k, reduced.detach())
 
     def term_names(self) -> list[str]:
         """The metric names of the terms, logged beside `loss` when there is more than one."""
@@ -181,9 +192,10 @@ class CosineEncoder(TrainedReducer):
             self.logger.log_hyperparams({"optimizer_used": self.optimizer_name})
 
     def configure_callbacks(self) -> list[pl.Callback]:
+        guard = [KeepBetterMap(self.guard_rows)] if self.guard_rows is not None else []
         if self.optimizer_name == "lbfgs":
-            return [StopOnPlateau(self.hparams.plateau_patience, self.hparams.plateau_tolerance)]
-        return []
+            return [StopOnPlateau(self.hparams.plateau_patience, self.hparams.plateau_tolerance), *guard]
+        return guard
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()

@@ -15,6 +15,7 @@ class TrainedReducer(Reducer, pl.LightningModule):
 
     trains = True
     across_ranks = False  # while Lightning trains it over several processes (`trainer=ddp`)
+    full_batch = False  # trains on one batch of every row `fit` saw (the data module serves it), else mini-batches
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

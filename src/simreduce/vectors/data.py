@@ -149,6 +149,7 @@ class VectorDataModule(pl.LightningDataModule):
         self.train_idx: torch.Tensor | None = None
         self.val_idx: torch.Tensor | None = None
         self.fit_idx: torch.Tensor | None = None
+        self.full_batch = False  # training batches: every fit row as one (a full-batch optimiser's) or mini-batches
 
     def prepare_data(self) -> None:
         if self.vectors is None:
@@ -203,7 +204,8 @@ class VectorDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         device = self.trainer.strategy.root_device if self.trainer is not None else None
-        stream = BatchStream(self.vectors, self.train_idx, self.batch_size, self.seed, device, *self._rank())
+        rows, size = (self.fit_idx, len(self.fit_idx)) if self.full_batch else (self.train_idx, self.batch_size)
+        stream = BatchStream(self.vectors, rows, size, self.seed, device, *self._rank())
         return DataLoader(stream, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
