@@ -10,6 +10,7 @@ from helpers.reducers import D, build, fit_full_batch, low_rank_vectors
 from hydra.utils import instantiate
 from test_scale import CountingSource
 
+from simreduce.experiment.settings import job_name
 from simreduce.reducers import losses
 from simreduce.reducers.cosine import CosineEncoder
 from simreduce.reducers.guard import KeepBetterMap, kept_neighbours
@@ -170,3 +171,20 @@ def test_the_guard_scores_every_prefix_of_a_nested_encoder():
     assert kept_neighbours(encoder, x, truth, encoder.dims) == pytest.approx(
         torch.stack(prefixes).float().mean().item()
     )
+
+
+@pytest.mark.parametrize("encoder", ["cosine", "nested"])
+def test_a_sweep_over_losses_names_each_objective_in_its_runs(encoder):
+    """`encoder.loss=pairs,neighbours`: the job's run, its candidates' runs, tags and table rows carry the objective
+    when it is not the study's pair loss, so the two are told apart."""
+    x = low_rank_vectors()
+    for loss, kind in (("pairs", encoder), ("neighbours", f"{encoder}+neighbours")):
+        overrides = [f"encoder={encoder}", "encoder.dim=8", f"encoder.loss={loss}"]
+        if encoder == "nested":
+            overrides.append("encoder.dims=[4,8]")
+        assert job_name(compose_config(overrides)) == f"{kind}-d0008"
+        built = build(encoder, x, f"encoder.loss={loss}", *overrides[3:], dim=8)
+        assert {candidate.run_name for candidate in built.candidates(["float32", "int8"])} >= {
+            f"{kind}-d0008",
+            f"{kind}-d0008-int8",
+        }

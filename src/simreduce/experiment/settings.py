@@ -11,7 +11,7 @@ from simreduce.experiment.alias_policy import check_register
 from simreduce.experiment.console import quiet_dependencies
 from simreduce.experiment.notes import hydra_verbose
 from simreduce.experiment.selection import check_tolerance, make_target
-from simreduce.reducers.base import run_name
+from simreduce.reducers.base import method_kind, run_name
 from simreduce.runtime import distributed
 from simreduce.runtime.checks import is_positive_int
 from simreduce.runtime.errors import SimreduceError
@@ -83,6 +83,6 @@ def oversized(dim: object, in_dim: int, source_kind: str) -> str | None:
 def job_name(cfg: DictConfig) -> str:
     """The job's run name (`cosine-d0064`), or its overrides when the encoder config cannot name one."""
     try:
-        return run_name(get_class(cfg.encoder._target_).kind, cfg.encoder.dim)
+        return run_name(method_kind(get_class(cfg.encoder._target_).kind, cfg.encoder.get("loss")), cfg.encoder.dim)
     except Exception:  # a bad encoder target: the job fails on it, and is named by what the user typed
         return " ".join(HydraConfig.get().overrides.task)

@@ -83,6 +83,13 @@ def run_name(kind: str, dim: object) -> str:
     return f"{kind}-d{dim:04d}" if isinstance(dim, int) else f"{kind}-d{dim}"
 
 
+def method_kind(kind: str, loss: object = "pairs") -> str:
+    """What runs, tags, tables and charts call a reducer trained with `encoder.loss`: its kind (`cosine`), or with
+    another objective than the study's pair loss, both (`cosine+neighbours`), so a sweep over losses tells them
+    apart."""
+    return kind if loss in (None, "pairs") else f"{kind}+{loss}"
+
+
 class Reducer:
     """`kind` names the method in run names and tags (`cosine-d0064`); `dim` is the output width."""
 

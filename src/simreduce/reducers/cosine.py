@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import torch
 from torch.nn.utils import parametrize
 
-from simreduce.reducers.base import build_mlp, check_dim, check_lr, set_linear
+from simreduce.reducers.base import build_mlp, check_dim, check_lr, method_kind, set_linear
 from simreduce.reducers.guard import KeepBetterMap
 from simreduce.reducers.losses import (
     Neighbours,
@@ -96,6 +96,7 @@ class CosineEncoder(TrainedReducer):
         check_objective(loss, neighbours_k, neighbours_weight, temperature)
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self.kind = method_kind(type(self).kind, loss)
         self.dim = dim
         self.net = build_mlp(in_dim, list(hidden), dim)
         self.dims = [dim]  # the output widths the loss is taken at (a nested encoder: each prefix)
