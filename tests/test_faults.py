@@ -53,17 +53,17 @@ def test_failing_job_is_marked_failed_oversized_ones_are_skipped_and_the_sweep_g
     assert proc.returncode == 1
     runs = store_runs(tmp_path)
     jobs = job_runs(runs).set_index("params.encoder.neighbours_k")
-    assert list(job_runs(runs)["tags.mlflow.runName"]) == ["cosine-d0004", "cosine-d0004"]
+    assert list(job_runs(runs)["tags.mlflow.runName"]) == ["cosine+neighbours-d0004", "cosine+neighbours-d0004"]
     assert (
         jobs.loc["100", "status"] == "FAILED"
         and "encoder.neighbours_k=100 is not below" in jobs.loc["100", "tags.error"]
     )
     assert jobs.loc["3", "status"] == "FINISHED"
     summary = runs[runs["tags.mlflow.runName"].str.startswith("sweep-")].iloc[0]
-    assert summary["tags.failed_runs"] == "cosine-d0004"
+    assert summary["tags.failed_runs"] == "cosine+neighbours-d0004"
     skipped = "encoder.dim=40 skipped: not below the 32-d input"
     assert summary["tags.skipped_sizes"].count(skipped) == 2
-    assert "FAILED cosine-d0004" in proc.stdout
+    assert "FAILED cosine+neighbours-d0004" in proc.stdout
     assert sum(line.startswith(skipped) for line in proc.stdout.splitlines()) == 2  # the summary's own lines
     assert "1 job(s) of sweep" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
