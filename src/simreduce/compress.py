@@ -8,7 +8,7 @@ any earlier output as they were.
 """
 
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,16 +89,17 @@ def compress_file(
         where = f"--input {str(spec.path)!r}"
         raise SimreduceError(bad_rows_message(where, len(bad), named, "fix them, or pass --drop-bad-rows"))
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # closing: a failed write ends the progress bar before its message, not after it
-        with closing(reduced_chunks(chunks, reducer, bad, n_rows)) as reduced, atomic_path(output_path) as tmp:
-            write = write_parquet if output_path.suffix == ".parquet" else write_npy
-            write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
-        if index is not None:
-            write_index(index, output_path, faiss_path, reducer.stored.name)
-    except OSError as e:
-        if (full := full_disk(e)) is None:
-            raise
-        raise DiskFull(f"--output {str(output_path)!r}", full.reason) from e
+    reduced = reduced_chunks(chunks, reducer, bad, n_rows)
+    if index is not None:  # the index takes each chunk as it is written: the output is never read back
+        reduced = indexed(reduced, index, reducer.stored.name)
+    # closing: a failed write ends the progress bar before its message, not after it
+    with disk_full_named(f"--output {str(output_path)!r}"), closing(reduced), atomic_path(output_path) as tmp:
+        write = write_parquet if output_path.suffix == ".parquet" else write_npy
+        write(tmp, reduced, n_rows - len(bad), reducer.width, reducer.stored.dtype)
+    if index is not None:
+        faiss_path.parent.mkdir(parents=True, exist_ok=True)
+        with disk_full_named(f"--faiss-index {str(faiss_path)!r}"), atomic_path(faiss_path) as tmp:
+            import_faiss().write_index(index, str(tmp))
     return Written(n_rows - len(bad), reducer.dim, len(bad), reducer.stored.name)
 
 
@@ -111,26 +112,25 @@ def check_index_path(faiss_path: Path, output_path: Path) -> None:
         raise SimreduceError(f"--faiss-index {str(faiss_path)!r} is the --output: name the index another file.")
 
 
-def write_index(index, output_path: Path, faiss_path: Path, precision: str) -> None:
-    """Add the codes just written to `output_path` to `index`, a chunk at a time, and write it atomically."""
-    for stored in stored_chunks(output_path):
-        add_codes(index, stored, precision)
-    faiss_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(faiss_path) as tmp:
-        import_faiss().write_index(index, str(tmp))
+@contextmanager
+def disk_full_named(where: str) -> Iterator[None]:
+    """A full disk while writing `where` (`--output '...'`) raised as one `DiskFull` line naming it."""
+    try:
+        yield
+    except OSError as e:
+        if (full := full_disk(e)) is None:
+            raise
+        raise DiskFull(where, full.reason) from e
 
 
-def stored_chunks(output_path: Path) -> Iterator[np.ndarray]:
-    """What compress wrote to `output_path`, as [rows, width] arrays of the stored dtype, CHUNK_ROWS at a time."""
-    if output_path.suffix == ".npy":
-        stored = np.load(output_path, mmap_mode="r")
-        yield from (stored[i : i + CHUNK_ROWS] for i in range(0, len(stored), CHUNK_ROWS))
-        return
-    import pyarrow.parquet as pq
-
-    for batch in pq.ParquetFile(output_path).iter_batches(batch_size=CHUNK_ROWS, columns=["embedding"]):
-        column = batch.column(0)
-        yield column.values.to_numpy().reshape(len(column), column.type.list_size)
+def indexed(
+    chunks: Iterator[tuple[np.ndarray, list[str]]], index, precision: str
+) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """`chunks` as they are, each one's stored rows added to the faiss `index` on the way (row i is id i)."""
+    with closing(chunks):
+        for stored, ids in chunks:
+            add_codes(index, stored, precision)
+            yield stored, ids
 
 
 def holds_vectors(spec: VectorFileSpec) -> bool:
