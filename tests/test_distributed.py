@@ -156,7 +156,10 @@ def test_a_rank_that_failed_on_its_own_is_named_with_its_error(monkeypatch):
 def test_two_processes_train_the_same_weights_and_log_one_run_as_one_process(tmp_path, empty_store, monkeypatch):
     path = tmp_path / "vectors.npy"
     np.save(path, low_rank_vectors(300, 32, rank=8).numpy())
-    args = ["data=vectors", f"data.path={path}", "encoder.dim=8", "encoder.optimizer=adam", *TRAIN]
+    # The neighbour objective holds both terms: the pairs over the whole batch, and each row's nearest rows, which
+    # must be searched for in the batch of both ranks (a rank's share alone would train other weights).
+    args = ["data=vectors", f"data.path={path}", "encoder.dim=8", "encoder.optimizer=adam", "encoder.loss=neighbours"]
+    args += TRAIN
     one_process(args, seed_store(tmp_path / "one", empty_store), monkeypatch)
     two = torchrun(args, seed_store(tmp_path / "two", empty_store))
     assert two.returncode == 0, two.stderr[-3000:]

@@ -151,9 +151,14 @@ class CosineEncoder(TrainedReducer):
         return "lbfgs" if self.hparams.optimizer == "auto" else self.hparams.optimizer
 
     def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
-        """[T] the losses the objective weighs by `term_weights`, one per width d in `dims` (here the whole output):
-        the pair loss of the output's first d values, plus with `loss=neighbours` its neighbour term."""
-        original, reduced = self.global_batch(batch, self(batch))
+        """[T] the losses the objective weighs by `term_weights` for this rank's `batch` (`batch_terms` of the
+        whole batch, see `global_batch`)."""
+        return self.batch_terms(*self.global_batch(batch, self(batch)))
+
+    def batch_terms(self, original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
+        """[T] the objective's terms for a whole batch, [N, D] and its [N, dim] output, one per width d in `dims`
+        (here the whole output): the pair loss of the output's first d values, plus with `loss=neighbours` its
+        neighbour term."""
         terms = prefix_cosine_losses(original, reduced, self.dims)
         if self.hparams.loss != "pairs":
             neighbours = self.batch_neighbours(original, reduced)
@@ -177,15 +182,21 @@ class CosineEncoder(TrainedReducer):
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         return self.loss_terms(batch) @ self.term_weights
 
-    def log_losses(self, stage: str, terms: torch.Tensor, loss: torch.Tensor | float) -> None:
-        """`<stage>/loss` (on the progress bar) and, for several terms, each of them."""
-        self.log(f"{stage}/loss", loss, prog_bar=True)
+    def log_losses(
+        self, stage: str, terms: torch.Tensor, loss: torch.Tensor | float, batch_size: int | None = None
+    ) -> None:
+        """`<stage>/loss` (on the progress bar) and, for several terms, each of them. An epoch's value (validation's)
+        is the mean over its batches weighted by `batch_size`, the rows each loss was taken over: over several
+        processes the whole batch's, not a rank's share, so the mean is the one a single process logs."""
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
         if len(terms) > 1:
-            self.log_dict({f"{stage}/{name}": term for name, term in zip(self.term_names(), terms, strict=True)})
+            named = {f"{stage}/{name}": term for name, term in zip(self.term_names(), terms, strict=True)}
+            self.log_dict(named, batch_size=batch_size)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        terms = self.loss_terms(batch)
-        self.log_losses("val", terms, terms @ self.term_weights)
+        original, reduced = self.global_batch(batch, self(batch))
+        terms = self.batch_terms(original, reduced)
+        self.log_losses("val", terms, terms @ self.term_weights, len(original))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -213,7 +224,7 @@ class CosineEncoder(TrainedReducer):
             return scaled
 
         loss = optimizer.step(closure=closure).item() * self.loss_scale
-        self.log_losses("train", evaluated[0], loss)
+        self.log_losses("train", evaluated[0], loss)  # each step's: no mean over batches to weigh
         if self.optimizer_name == "adam":
             self.log("train/lr", optimizer.param_groups[0]["lr"])
             self.lr_schedulers().step()
