@@ -6,6 +6,8 @@ module, `retrieval_recall`), on a vectors file (safetensors `vectors` [N, D]) sp
 
     OMP_NUM_THREADS=1 python bench/neighbour_loss.py VECTORS.safetensors [--n 5000] [--dims 16,32,64,128]
         [--recipe "pairs-adam=encoder.optimizer=adam" --recipe "neighbours=encoder.loss=neighbours" ...]
+
+A recipe with `encoder=nested` trains one nested encoder whose prefixes are the sizes, each scored as its own map.
 """
 
 import argparse
@@ -38,6 +40,7 @@ DEFAULT_RECIPES = [
     "listwise=encoder.loss=listwise",
 ]
 FIT_PAIR_ROWS = 2000  # training rows whose pairs give the fit rmse
+NESTED = "encoder=nested"  # a recipe with it trains one map whose prefixes are the sizes
 
 
 class InMemorySource:
@@ -87,18 +90,26 @@ def run(path: str, n: int, dims: list[int], recipes: list[str]) -> None:
     ]
     for name, overrides in named:
         cells = [name]
-        for dim in dims:
-            cfg = config([*overrides, f"encoder.dim={dim}"])
+        # A nested encoder is fitted once, to every size as a prefix: its time and steps are that one fit's.
+        fits = (
+            [[f"encoder.dims=[{','.join(map(str, dims))}]"]]
+            if NESTED in overrides
+            else [[f"encoder.dim={d}"] for d in dims]
+        )
+        for size in fits:
+            cfg = config([*overrides, *size])
             reducer = build_reducer(cfg, vectors.shape[1])
             started = time.perf_counter()
             with quiet(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 steps = fit(reducer, data, cfg.trainer)
             seconds = time.perf_counter() - started
-            recall, rmse = score(vectors, apply_net(reducer.net, vectors), queries, truth, fit_rows)
+            reduced = apply_net(reducer.net, vectors)
             used = getattr(reducer, "optimizer_name", "-")
-            cells.append(f"{recall:.3f} / {rmse:.4f} / {seconds:.0f}s" + (f" ({used} {steps})" if steps else ""))
-            print(name, dim, cells[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
+            for dim in reducer.dims if NESTED in overrides else [cfg.encoder.dim]:
+                recall, rmse = score(vectors, reduced[:, :dim], queries, truth, fit_rows)
+                cells.append(f"{recall:.3f} / {rmse:.4f} / {seconds:.0f}s" + (f" ({used} {steps})" if steps else ""))
+                print(name, dim, cells[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
         rows.append(cells)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
