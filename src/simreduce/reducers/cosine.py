@@ -31,8 +31,6 @@ GUARD_ROWS = 2000  # training rows whose nearest neighbours `KeepBetterMap` coun
 # coordinates (1e-3 already undoes the svd start's advantage on 2048-d vectors).
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-4}
 WARMUP_SHARE = 0.05  # of Adam's one-cycle schedule
-
-
 ROUNDING_LOSS = 1e-10  # a mean squared cosine difference this small is float32 rounding (1e-5 a cosine)
 
 
@@ -151,14 +149,12 @@ class CosineEncoder(TrainedReducer):
         return "lbfgs" if self.hparams.optimizer == "auto" else self.hparams.optimizer
 
     def loss_terms(self, batch: torch.Tensor) -> torch.Tensor:
-        """[T] the losses the objective weighs by `term_weights` for this rank's `batch` (`batch_terms` of the
-        whole batch, see `global_batch`)."""
+        """[T] the losses the objective weighs by `term_weights`: `batch_terms` of the whole batch (`global_batch`)."""
         return self.batch_terms(*self.global_batch(batch, self(batch)))
 
     def batch_terms(self, original: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:
-        """[T] the objective's terms for a whole batch, [N, D] and its [N, dim] output, one per width d in `dims`
-        (here the whole output): the pair loss of the output's first d values, plus with `loss=neighbours` its
-        neighbour term."""
+        """[T] the terms for a whole batch, [N, D] and its [N, dim] output, one per width d in `dims` (here the whole
+        output): the pair loss of the output's first d values, plus with another `loss` its neighbour term."""
         terms = prefix_cosine_losses(original, reduced, self.dims)
         if self.hparams.loss != "pairs":
             neighbours = self.batch_neighbours(original, reduced)
@@ -182,16 +178,12 @@ class CosineEncoder(TrainedReducer):
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         return self.loss_terms(batch) @ self.term_weights
 
-    def log_losses(
-        self, stage: str, terms: torch.Tensor, loss: torch.Tensor | float, batch_size: int | None = None
-    ) -> None:
-        """`<stage>/loss` (on the progress bar) and, for several terms, each of them. An epoch's value (validation's)
-        is the mean over its batches weighted by `batch_size`, the rows each loss was taken over: over several
-        processes the whole batch's, not a rank's share, so the mean is the one a single process logs."""
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
+    def log_losses(self, stage: str, terms: torch.Tensor, loss: torch.Tensor | float, rows: int | None = None) -> None:
+        """`<stage>/loss` (on the progress bar) and, for several terms, each of them; an epoch's mean weighs each
+        batch by `rows`, the whole batch's over several processes (as one process weighs it), not a rank's share."""
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=rows)
         if len(terms) > 1:
-            named = {f"{stage}/{name}": term for name, term in zip(self.term_names(), terms, strict=True)}
-            self.log_dict(named, batch_size=batch_size)
+            self.log_dict({f"{stage}/{n}": t for n, t in zip(self.term_names(), terms, strict=True)}, batch_size=rows)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         original, reduced = self.global_batch(batch, self(batch))
