@@ -2,6 +2,8 @@
 
 import contextlib
 import os
+import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -83,3 +85,11 @@ def machine_summary(device: torch.device) -> str:
     with contextlib.suppress(OSError):
         text += f", load average {os.getloadavg()[0]:.1f} at start"
     return text
+
+
+def machine_note(*details: str) -> str:
+    """The line under a table: the CPU (`lscpu`'s model name), torch and its threads, `details`, the load now."""
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
+    parts = [f"{model} ({platform.machine()})", f"torch {torch.__version__}", f"{torch.get_num_threads()} thread(s)"]
+    return ", ".join([*parts, *details, f"load average {os.getloadavg()[0]:.1f} at the end"])

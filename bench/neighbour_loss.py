@@ -13,13 +13,11 @@ A recipe with `encoder=nested` trains one nested encoder whose prefixes are the 
 import argparse
 import logging
 import os
-import platform
-import subprocess
 import time
 import warnings
 
 import torch
-from common import print_table, quiet
+from common import machine_note, print_table, quiet
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
@@ -111,15 +109,12 @@ def run(path: str, n: int, dims: list[int], recipes: list[str]) -> None:
                 cells.append(f"{recall:.3f} / {rmse:.4f} / {seconds:.0f}s" + (f" ({used} {steps})" if steps else ""))
                 print(name, dim, cells[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
         rows.append(cells)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
     print_table(
         f"heldout recall@10 / fit rmse / fit seconds (optimizer steps): {n:,} rows of {os.path.basename(path)}, "
         f"{len(data.train_idx):,} training, {len(queries):,} held-out queries",
         ["recipe", *(f"d={d}" for d in dims)],
         rows,
-        note=f"{model} ({platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-        f"load average {os.getloadavg()[0]:.1f} at the end",
+        note=machine_note(),
     )
 
 

@@ -22,15 +22,13 @@ stored corpus); the stored form is re-read from the trained levels or centroids 
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import print_table, quiet
+from common import machine_note, print_table, quiet
 from neighbour_loss import InMemorySource, config
 from safetensors.torch import load_file
 
@@ -160,8 +158,6 @@ def run(path: str, n: int, dims: list[int], forms: list[str], checkpoints: list[
                     cells.append(" / ".join(f"{r:.3f}" for r in found) + f" ({seconds:.0f} s)")
                     print(dim, form, trained, loss_name, cells[-1], f"load {os.getloadavg()[0]:.1f}", flush=True)
             rows.append(cells)
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
     after = " / ".join(map(str, checkpoints))
     print_table(
         f"heldout recall@10 of {n:,} rows of {os.path.basename(path)} ({len(data.fit_idx):,} training, "
@@ -176,8 +172,7 @@ def run(path: str, n: int, dims: list[int], forms: list[str], checkpoints: list[
             "map+codebooks, listwise",
         ],
         rows,
-        note=f"{model} ({platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-        f"listwise temperature {tau}, load average {os.getloadavg()[0]:.1f} at the end",
+        note=machine_note(f"listwise temperature {tau}"),
     )
 
 
