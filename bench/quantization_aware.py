@@ -37,7 +37,7 @@ from simreduce.experiment.fitting import build_reducer, fit
 from simreduce.reducers.base import apply_net
 from simreduce.reducers.codes import CODE_BITS
 from simreduce.reducers.precision import StoredPrecision
-from simreduce.reducers.product_codes import sub_vectors
+from simreduce.reducers.product_codes import assign, decoded_parts, sub_vectors
 from simreduce.vectors.data import VectorDataModule
 
 LEARNING_RATES = {"codebooks": 1e-3, "map": 1e-4}  # the map's: DEFAULT_LR["adam"]; a larger one undid the fit
@@ -53,10 +53,7 @@ def straight_through(unit: torch.Tensor, precision: StoredPrecision, book: torch
         codes = (unit.detach()[:, :, None] > boundaries).sum(-1)
         return book[torch.arange(unit.shape[1]), codes] + (unit - unit.detach())
     parts = sub_vectors(unit, book.shape[2])
-    fixed = book.detach()
-    halved = fixed.square().sum(-1) / 2
-    codes = torch.stack([(parts.detach()[:, m] @ fixed[m].T - halved[m]).argmax(1) for m in range(len(book))], 1)
-    decoded = book[torch.arange(len(book)), codes] + (parts - parts.detach())
+    decoded = decoded_parts(assign(parts.detach(), book.detach()), book) + (parts - parts.detach())
     return decoded.flatten(1)[:, : unit.shape[1]]
 
 

@@ -144,9 +144,8 @@ def test_adam_peaks_at_adam_lr_unless_lr_is_set_and_lbfgs_keeps_its_step_scale(l
     encoder = NestedCosineEncoder(16, [2, 4, 8], lr=lr, batch_size=10, optimizer="adam").fit(vectors)
     assert encoder.optimizer_name == "adam"
     assert encoder.configure_optimizers()["optimizer"].param_groups[0]["max_lr"] == peak
-    single = CosineEncoder(16, 8, batch_size=10, optimizer="adam").fit(
-        vectors
-    )  # a per-size encoder keeps cosine's 1e-4
+    # A per-size encoder keeps cosine's 1e-4.
+    single = CosineEncoder(16, 8, batch_size=10, optimizer="adam").fit(vectors)
     assert single.configure_optimizers()["optimizer"].param_groups[0]["max_lr"] == 1e-4
     full_batch = NestedCosineEncoder(16, [2, 4, 8], lr=lr).fit(vectors)
     assert full_batch.configure_optimizers().param_groups[0]["lr"] == (lr or 1.0)
