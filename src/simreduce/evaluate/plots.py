@@ -202,7 +202,10 @@ def rate_distortion(table: pd.DataFrame, target=None) -> Figure:
         ax.set_xscale("log", base=2)
         ax.set(xlabel="bytes per vector", title=title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    # One legend beside both panels: inside either, a sweep's many lines (two objectives by five forms) covered the
+    # winner's star. The panels share every label but the target's.
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
     fig.suptitle(
         f"What each size costs and keeps ({', '.join(sorted(set(table.pairs)))} pairs and queries; {modes(table)})"
     )
