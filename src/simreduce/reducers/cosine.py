@@ -137,11 +137,11 @@ class CosineEncoder(TrainedReducer):
             self.calibrate_loss(train_vectors if self.full_batch else train_vectors[: self.hparams.batch_size])
         return self
 
-    def calibrate_loss(self, sample: torch.Tensor) -> None:
-        """Set `loss_scale`, the loss of `sample` at the start, which the optimiser's loss is divided by. A perfect
-        start (rows of fewer directions than `dim`, which the SVD start keeps exactly) has nothing to scale: its
-        loss is float32 rounding, and dividing by it would blow the rounding up to NaN."""
-        start = self.loss(sample).item()
+    def calibrate_loss(self, sample: torch.Tensor, start: float | None = None) -> None:
+        """Set `loss_scale`, the loss of `sample` at the start (`start`, when the caller has it), which the
+        optimiser's loss is divided by. A perfect start (rows of fewer directions than `dim`, which the SVD start
+        keeps exactly) has nothing to scale: its loss is float32 rounding; dividing by it would blow that up to NaN."""
+        start = self.loss(sample).item() if start is None else start
         self.loss_scale = start if start > ROUNDING_LOSS else 1.0
 
     def pick_optimizer(self) -> str:

@@ -125,7 +125,7 @@ class NestedCosineEncoder(CosineEncoder):
     def calibrate_loss(self, sample: torch.Tensor) -> None:
         start = self.loss_terms(sample)
         self.term_weights = torch.where(start > 0, 1 / (len(start) * start), 1 / len(start)).to(start)
-        super().calibrate_loss(sample)
+        super().calibrate_loss(sample, (start @ self.term_weights).item())  # one pass over the batch, not two
 
     def candidates(self, precisions: Sequence[str] = ("float32",)) -> list[Candidate]:
         """Every prefix at every precision, the whole map at float32 first (the training run's own candidate);
