@@ -131,7 +131,7 @@ def export_model(store_uri: str, model_uri: str, folder: Path, log: bool = True)
     with atomic_folder(folder) as tmp:
         model.save(str(tmp), create_model_card=False)
         write_stored_form(tmp, reducer.stored, info)
-    logged = log_text_model(store, reducer.run_id, folder, [INFO_FILE, STORED_FILE]) if log else None
+    logged = log_text_model(store, reducer.run_id, model, folder, [INFO_FILE, STORED_FILE]) if log else None
     note = WORDS_NOTE if source_kind == "words" else ""
     return Exported(folder, reducer.dim, reducer.stored.name, reducer.prefix_dims, logged, note)
 

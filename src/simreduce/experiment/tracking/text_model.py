@@ -15,12 +15,17 @@ TEXT_MODEL_NAME = "text_model"  # its name among the run's logged models, beside
 TEXT_MODEL_TAG = "text_model_uri"  # the run's tag naming it
 
 
-def log_text_model(store: TrackingStore, run_id: str, folder: Path, extra_files: list[str]) -> str:
-    """The model in `folder` logged on run `run_id` (its files in `extra_files`, the stored form's, beside it);
+def log_text_model(
+    store: TrackingStore,
+    run_id: str,
+    model: sentence_transformers.SentenceTransformer,
+    folder: Path,
+    extra_files: list[str],
+) -> str:
+    """`model`, saved in `folder`, logged on run `run_id` (its files in `extra_files`, the stored form's, beside it);
     returns its `models:/<model id>` URI, also the run's tag `text_model_uri`. Its requirements are stated rather
     than inferred (which loads the model again in another process), and no input example is logged (checking it
     would too)."""
-    model = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
     experiment_id = store.client.get_run(run_id).info.experiment_id
     logged = store.client.create_logged_model(experiment_id, name=TEXT_MODEL_NAME, source_run_id=run_id)
     requirements = [
