@@ -104,7 +104,7 @@ class SelectSweepWinner(Callback):
             known = explained(e, config.tracking.uri)
             retry = "" if known else f": retry with `simreduce select --sweep {sweep_id}`"
             log.error("selection of sweep %s failed (%s)%s", sweep_id, known or f"{type(e).__name__}: {e}", retry)
-        exported = not (selected and config.select.get("export_to")) or export_selected(config, summaries)
+        exported = export_selected(config, summaries) if selected and config.select.get("export_to") else True
         if failed:
             log.error("%d job(s) of sweep %s failed: %s", len(failed), sweep_id, ", ".join(sorted(failed)))
         if failed or not selected or not exported:

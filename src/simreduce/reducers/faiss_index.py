@@ -24,7 +24,7 @@ ranking, with faiss and numpy alone (the recipe in docs/serving.md).
 import numpy as np
 from torch import nn
 
-from simreduce.reducers.codes import CODE_BITS
+from simreduce.reducers.codes import CODE_BITS, packed_width
 from simreduce.reducers.precision import StoredPrecision
 from simreduce.reducers.product_codes import VALUES_PER_CODE
 from simreduce.reducers.product_quantizer import import_faiss
@@ -59,7 +59,7 @@ def byte_order(dim: int, bits: int) -> np.ndarray:
     """[ceil(dim * bits / 8) * 8 / bits] for faiss's sub-quantizer p, the value of ours its code holds (dim and
     beyond: padding): codes fill a byte from the highest bits in simreduce, from the lowest in faiss."""
     per_byte = 8 // bits
-    positions = np.arange(-(-dim // per_byte) * per_byte)
+    positions = np.arange(packed_width(dim, bits) * per_byte)
     return positions - positions % per_byte + (per_byte - 1 - positions % per_byte)
 
 

@@ -142,8 +142,9 @@ class JobRun:
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / WEIGHTS_FILE
             save_weights(module, weights, stored)
-            if len(prefix_dims) > 1 or stored.name in ROTATED:
-                params = {"dim": spec["dim"]} if len(prefix_dims) > 1 else None
+            nested = len(prefix_dims) > 1
+            if nested or stored.name in ROTATED:
+                params = {"dim": spec["dim"]} if nested else None
                 mlflow.pyfunc.log_model(
                     name=REDUCER_MODEL_NAME,
                     python_model=str(CODE_MODEL),
